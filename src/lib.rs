@@ -1,0 +1,4 @@
+#![forbid(unsafe_code)]
+mod error;
+pub mod sse;
+pub use error::FailureKind;
