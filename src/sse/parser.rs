@@ -1,0 +1,440 @@
+//! The sans-IO event-stream parser: bytes in, [`Item`]s out, as the WHATWG HTML standard's
+//! "Parsing an event stream" and "Interpreting an event stream" sections define them.
+//!
+//! # Design
+//!
+//! [`Parser::feed`] takes any slice of the stream (a whole buffer, one byte, an arbitrary
+//! chunk), consumes bytes up to and including the first line that produces an item, and
+//! returns how many bytes it took plus that item. The caller slices its input and feeds the
+//! rest; when the returned item is `None` the whole input was consumed and more bytes are
+//! needed. Nothing here does I/O or looks at a clock.
+//!
+//! Lines that arrive whole inside one input slice are interpreted in place. Only a line that
+//! straddles two feeds is copied into `line`, a buffer the parser keeps and reuses. Field
+//! values go into reusable `String` buffers (`data`, `event_type`, `id`, `comment`), so once
+//! those buffers have grown to the size of the largest event, parsing allocates nothing.
+//! Items borrow from these buffers; buffers that back a returned item are cleared lazily at
+//! the start of the next feed.
+//!
+//! Text is decoded as UTF-8 field by field. Because the delimiters (CR, LF, `:`, space) are
+//! ASCII and never part of a multi-byte sequence, this gives exactly what decoding the whole
+//! stream first would, including U+FFFD replacement of invalid sequences (Rust's lossy
+//! decoder and the WHATWG decoder both replace maximal subparts). Valid input never
+//! allocates on that path.
+//!
+//! The two bounds, [`Limits::max_line_len`] and [`Limits::max_event_len`], are checked
+//! before any buffer grows past them; crossing one is fatal for the parser.
+
+use memchr::memchr2;
+use std::fmt;
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Default bound on one line (8 MiB): far above any real chat chunk, low enough that a
+/// runaway server cannot exhaust a small machine.
+pub const DEFAULT_MAX_LINE_LEN: usize = 8 << 20;
+/// Default bound on the data of one event (16 MiB).
+pub const DEFAULT_MAX_EVENT_LEN: usize = 16 << 20;
+
+/// Size bounds for one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line accepted, in bytes, not counting its terminator.
+    pub max_line_len: usize,
+    /// Largest data buffer of one event, in bytes (each `data` line adds its value plus one LF).
+    pub max_event_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line_len: DEFAULT_MAX_LINE_LEN,
+            max_event_len: DEFAULT_MAX_EVENT_LEN,
+        }
+    }
+}
+
+/// A violation of a configured bound. The stream cannot be resumed after one: drop it (and
+/// the connection), or raise the limit if the server legitimately sends such large events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SseError {
+    /// A line longer than [`Limits::max_line_len`] arrived.
+    #[error("sse line longer than {limit} bytes")]
+    LineTooLong {
+        /// The configured bound.
+        limit: usize,
+    },
+    /// An event's data grew past [`Limits::max_event_len`].
+    #[error("sse event larger than {limit} bytes")]
+    EventTooLarge {
+        /// The configured bound.
+        limit: usize,
+    },
+}
+
+/// A dispatched event. All three fields borrow from the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event<'a> {
+    /// The event type: the last `event` field's value, or `"message"`.
+    pub event: &'a str,
+    /// The `data` lines joined by LF.
+    pub data: &'a str,
+    /// The last event ID at dispatch time (persists across events; empty if never set).
+    pub id: &'a str,
+}
+
+/// One thing the stream produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Item<'a> {
+    /// A complete event (a blank line ended a non-empty data buffer).
+    Event(Event<'a>),
+    /// A comment line (`:` first); the text after the colon, less one leading space.
+    /// Servers send these as keep-alives, so they are a sign of life.
+    Comment(&'a str),
+    /// A valid `retry` field: the new reconnection time in milliseconds.
+    Retry(u64),
+}
+
+/// What the parser holds ready for [`Parser::item`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    None,
+    Event,
+    Comment,
+    Retry(u64),
+}
+
+/// Progress through a possible leading byte-order mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bom {
+    /// This many bytes of the BOM have been seen at the very start of the stream.
+    Matched(usize),
+    /// Past the start: any further BOM is ordinary text.
+    Done,
+}
+
+/// The push parser. See the [module docs](self) for the design.
+pub struct Parser {
+    limits: Limits,
+    bom: Bom,
+    /// The previous line ended in CR, so an LF starting the next input is its second half.
+    after_cr: bool,
+    /// The start of a line that has not ended yet.
+    line: Vec<u8>,
+    data: String,
+    event_type: String,
+    /// The "last event ID buffer": set by `id` fields, never cleared.
+    id_buffer: String,
+    /// The last event ID committed at a dispatch.
+    last_event_id: String,
+    comment: String,
+    retry: Option<u64>,
+    ready: Ready,
+    /// `data` and `event_type` back a returned event; clear them before the next line.
+    clear_pending: bool,
+    failed: Option<SseError>,
+}
+
+impl Default for Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Parser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Parser")
+            .field("limits", &self.limits)
+            .field("last_event_id", &self.last_event_id)
+            .field("retry", &self.retry)
+            .field("buffered_line", &self.line.len())
+            .field("buffered_data", &self.data.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Parser {
+    /// A parser with the default [`Limits`].
+    pub fn new() -> Self {
+        Self::with_limits(Limits::default())
+    }
+
+    /// A parser with the given bounds.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            bom: Bom::Matched(0),
+            after_cr: false,
+            line: Vec::new(),
+            data: String::new(),
+            event_type: String::new(),
+            id_buffer: String::new(),
+            last_event_id: String::new(),
+            comment: String::new(),
+            retry: None,
+            ready: Ready::None,
+            clear_pending: false,
+            failed: None,
+        }
+    }
+
+    /// The bounds this parser enforces.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The last event ID committed by a dispatch (empty if none).
+    pub fn last_event_id(&self) -> &str {
+        &self.last_event_id
+    }
+
+    /// The reconnection time from the last valid `retry` field, in milliseconds.
+    pub fn retry(&self) -> Option<u64> {
+        self.retry
+    }
+
+    /// Feeds bytes from the stream.
+    ///
+    /// Returns how many bytes of `input` were consumed and the item the last consumed line
+    /// produced, if any. With `None`, all of `input` was consumed and the parser needs more.
+    /// With `Some`, feed the rest (`&input[consumed..]`) next.
+    ///
+    /// # Errors
+    ///
+    /// [`SseError`] when a bound is crossed; every later call returns the same error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oai_sse::sse::{Item, Parser};
+    ///
+    /// let mut parser = Parser::new();
+    /// let mut input: &[u8] = b"data: hello\n\ndata: world\n\n";
+    /// let mut seen = Vec::new();
+    /// while !input.is_empty() {
+    ///     let (used, item) = parser.feed(input)?;
+    ///     if let Some(Item::Event(event)) = item {
+    ///         seen.push(event.data.to_owned());
+    ///     }
+    ///     input = &input[used..];
+    /// }
+    /// assert_eq!(seen, ["hello", "world"]);
+    /// # Ok::<(), oai_sse::sse::SseError>(())
+    /// ```
+    pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Option<Item<'_>>), SseError> {
+        let used = self.advance(input)?;
+        Ok((used, self.item()))
+    }
+
+    /// Ends the stream. An event still being built is discarded, as is an unterminated last
+    /// line. Returns whether anything was discarded. The parser is ready for a new stream
+    /// afterwards (the last event ID and retry time are kept, as a reconnecting client would).
+    pub fn finish(&mut self) -> bool {
+        let discarded = !self.line.is_empty()
+            || (!self.clear_pending && (!self.data.is_empty() || !self.event_type.is_empty()));
+        self.line.clear();
+        self.data.clear();
+        self.event_type.clear();
+        self.comment.clear();
+        self.ready = Ready::None;
+        self.clear_pending = false;
+        self.after_cr = false;
+        self.bom = Bom::Matched(0);
+        // The id buffer goes back to the last committed id: an id field of a discarded event
+        // never took effect.
+        self.id_buffer.clone_from(&self.last_event_id);
+        discarded
+    }
+
+    /// Whether the last [`advance`](Self::advance) produced an item.
+    pub(crate) fn has_item(&self) -> bool {
+        self.ready != Ready::None
+    }
+
+    /// The item produced by the last [`advance`](Self::advance), if any.
+    pub(crate) fn item(&self) -> Option<Item<'_>> {
+        match self.ready {
+            Ready::None => None,
+            Ready::Retry(ms) => Some(Item::Retry(ms)),
+            Ready::Comment => Some(Item::Comment(&self.comment)),
+            Ready::Event => {
+                // `data` always ends in the LF its last line appended; the spec removes it.
+                let data = self.data.strip_suffix('\n').unwrap_or(&self.data);
+                let event = if self.event_type.is_empty() {
+                    "message"
+                } else {
+                    &self.event_type
+                };
+                Some(Item::Event(Event {
+                    event,
+                    data,
+                    id: &self.last_event_id,
+                }))
+            }
+        }
+    }
+
+    /// [`feed`](Self::feed) without borrowing the result, so a reader can consume input
+    /// before fetching the item with [`item`](Self::item).
+    pub(crate) fn advance(&mut self, input: &[u8]) -> Result<usize, SseError> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
+        self.ready = Ready::None;
+        if self.clear_pending {
+            self.clear_pending = false;
+            self.data.clear();
+            self.event_type.clear();
+        }
+        let result = self.advance_lines(input);
+        if let Err(err) = result {
+            self.failed = Some(err);
+        }
+        result
+    }
+
+    fn advance_lines(&mut self, input: &[u8]) -> Result<usize, SseError> {
+        let mut pos = self.skip_bom(input);
+        while pos < input.len() {
+            if self.after_cr {
+                self.after_cr = false;
+                if input[pos] == b'\n' {
+                    pos += 1;
+                    continue;
+                }
+            }
+            let rest = &input[pos..];
+            let Some(len) = memchr2(b'\n', b'\r', rest) else {
+                self.buffer_partial_line(rest)?;
+                return Ok(input.len());
+            };
+            self.after_cr = rest[len] == b'\r';
+            pos += len + 1;
+            if self.line.is_empty() {
+                self.check_line_len(len)?;
+                self.interpret_line(&rest[..len])?;
+            } else {
+                self.buffer_partial_line(&rest[..len])?;
+                let line = std::mem::take(&mut self.line);
+                let result = self.interpret_line(&line);
+                self.line = line;
+                self.line.clear();
+                result?;
+            }
+            if self.ready != Ready::None {
+                return Ok(pos);
+            }
+        }
+        Ok(pos)
+    }
+
+    /// Skips a UTF-8 BOM that opens the stream, however it is split across feeds. Returns
+    /// where ordinary input starts.
+    fn skip_bom(&mut self, input: &[u8]) -> usize {
+        let Bom::Matched(seen) = self.bom else {
+            return 0;
+        };
+        let want = &BOM[seen..];
+        let n = want.len().min(input.len());
+        if input[..n] == want[..n] {
+            self.bom = if seen + n == BOM.len() {
+                Bom::Done
+            } else {
+                Bom::Matched(seen + n)
+            };
+            return n;
+        }
+        // Not a BOM after all: the bytes held back are the start of the first line.
+        self.line.extend_from_slice(&BOM[..seen]);
+        self.bom = Bom::Done;
+        0
+    }
+
+    fn buffer_partial_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.check_line_len(self.line.len() + bytes.len())?;
+        self.line.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn check_line_len(&self, len: usize) -> Result<(), SseError> {
+        if len > self.limits.max_line_len {
+            return Err(SseError::LineTooLong {
+                limit: self.limits.max_line_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Interprets one line (without its terminator), per "Interpreting an event stream".
+    fn interpret_line(&mut self, line: &[u8]) -> Result<(), SseError> {
+        if line.is_empty() {
+            self.dispatch();
+            return Ok(());
+        }
+        let (name, value) = match memchr::memchr(b':', line) {
+            Some(0) => {
+                self.comment.clear();
+                push_lossy(&mut self.comment, strip_one_space(&line[1..]));
+                self.ready = Ready::Comment;
+                return Ok(());
+            }
+            Some(colon) => (&line[..colon], strip_one_space(&line[colon + 1..])),
+            None => (line, &[][..]),
+        };
+        match name {
+            b"data" => {
+                let len = self.data.len() + value.len() + 1;
+                if len > self.limits.max_event_len {
+                    return Err(SseError::EventTooLarge {
+                        limit: self.limits.max_event_len,
+                    });
+                }
+                push_lossy(&mut self.data, value);
+                self.data.push('\n');
+            }
+            b"event" => {
+                self.event_type.clear();
+                push_lossy(&mut self.event_type, value);
+            }
+            b"id" if !value.contains(&0) => {
+                self.id_buffer.clear();
+                push_lossy(&mut self.id_buffer, value);
+            }
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                let ms = value.iter().fold(0u64, |ms, digit| {
+                    ms.saturating_mul(10)
+                        .saturating_add(u64::from(digit - b'0'))
+                });
+                self.retry = Some(ms);
+                self.ready = Ready::Retry(ms);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self) {
+        if self.last_event_id != self.id_buffer {
+            self.last_event_id.clone_from(&self.id_buffer);
+        }
+        if self.data.is_empty() {
+            self.event_type.clear();
+            return;
+        }
+        self.ready = Ready::Event;
+        self.clear_pending = true;
+    }
+}
+
+/// A field value loses one leading space, and only one.
+fn strip_one_space(value: &[u8]) -> &[u8] {
+    value.strip_prefix(b" ").unwrap_or(value)
+}
+
+/// Appends UTF-8 text, replacing invalid sequences with U+FFFD (allocating only then).
+fn push_lossy(buf: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => buf.push_str(text),
+        Err(_) => buf.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}

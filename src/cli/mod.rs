@@ -1,0 +1,98 @@
+//! The `oai-sse` command line: subcommand dispatch and the one-line error convention
+//! (runtime errors exit 1, usage errors exit 2).
+
+mod args;
+mod parse;
+
+use args::{Args, UsageError};
+use std::io;
+use std::process::ExitCode;
+
+const HELP: &str = "\
+oai-sse: streaming chat client for OpenAI-compatible servers that survives broken streams
+
+usage: oai-sse <command> [options]
+
+commands:
+  parse    read an SSE stream from stdin, print one JSON object per event
+
+Run `oai-sse <command> --help` for a command's options.";
+
+/// How a command failed.
+pub enum Failure {
+    Usage(UsageError),
+    Runtime(String),
+    /// stdout went away (`oai-sse parse | head`): stop quietly.
+    StdoutClosed,
+}
+
+impl From<UsageError> for Failure {
+    fn from(err: UsageError) -> Self {
+        Self::Usage(err)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(err: io::Error) -> Self {
+        if err.kind() == io::ErrorKind::BrokenPipe {
+            Self::StdoutClosed
+        } else {
+            Self::Runtime(format!("writing output: {err}"))
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let mut raw = std::env::args().skip(1);
+    let command = raw.next();
+    let rest: Vec<String> = raw.collect();
+    let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
+    let (help, result) = match command.as_deref() {
+        Some("parse") => (parse::HELP, with_args(rest, &["--chunk-size"], parse::run)),
+        Some("--help" | "-h" | "help") | None => {
+            println!("{HELP}");
+            return if command.is_none() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+        Some("--version" | "-V") => {
+            println!("oai-sse {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("oai-sse: unknown command {other:?} (try `oai-sse --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    if wants_help {
+        println!("{help}");
+        return ExitCode::SUCCESS;
+    }
+    match result {
+        Ok(()) | Err(Failure::StdoutClosed) => ExitCode::SUCCESS,
+        Err(Failure::Usage(err)) => {
+            eprintln!(
+                "oai-sse: {err} (try `oai-sse {} --help`)",
+                command.unwrap_or_default()
+            );
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("oai-sse: error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn with_args(
+    raw: Vec<String>,
+    takes_value: &[&str],
+    run: fn(Args) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    if raw.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(());
+    }
+    run(Args::parse(raw, takes_value)?)
+}

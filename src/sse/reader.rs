@@ -1,0 +1,113 @@
+//! The blocking shell around [`Parser`]: reads an event stream line by line from any
+//! [`BufRead`], using the reader's own buffer (`fill_buf` → parse → `consume`), so bytes are
+//! copied only when a line straddles two refills.
+
+use super::parser::{Item, Limits, Parser, SseError};
+use std::io::{self, BufRead};
+
+/// Why [`EventReader::next_item`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The byte source failed. The first failure is returned exactly as the source reported
+    /// it (its [`io::ErrorKind`] tells a reset from a timeout); every later call returns an
+    /// error of the same kind. Reconnect if the failure is transient.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The stream crossed a size bound. Drop it; raise the limit if the events are legitimate.
+    #[error(transparent)]
+    Sse(#[from] SseError),
+}
+
+/// Reads [`Item`]s from a blocking byte source.
+///
+/// # Examples
+///
+/// ```
+/// use oai_sse::sse::{EventReader, Item};
+///
+/// let body: &[u8] = b": keep-alive\n\nevent: greeting\ndata: hi\n\n";
+/// let mut reader = EventReader::new(body);
+/// assert_eq!(reader.next_item()?, Some(Item::Comment("keep-alive")));
+/// match reader.next_item()? {
+///     Some(Item::Event(event)) => assert_eq!((event.event, event.data), ("greeting", "hi")),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert_eq!(reader.next_item()?, None);
+/// # Ok::<(), oai_sse::sse::ReadError>(())
+/// ```
+#[derive(Debug)]
+pub struct EventReader<R> {
+    source: R,
+    parser: Parser,
+    /// The first I/O failure, kept so the stream never looks cleanly ended after it.
+    failure: Option<(io::ErrorKind, String)>,
+}
+
+impl<R: BufRead> EventReader<R> {
+    /// A reader with the default [`Limits`].
+    pub fn new(source: R) -> Self {
+        Self::with_limits(source, Limits::default())
+    }
+
+    /// A reader with the given bounds.
+    pub fn with_limits(source: R, limits: Limits) -> Self {
+        Self {
+            source,
+            parser: Parser::with_limits(limits),
+            failure: None,
+        }
+    }
+
+    /// Reads until the next item. `Ok(None)` means the source ended cleanly; an event that
+    /// was still being built then is discarded, as the standard says.
+    ///
+    /// # Errors
+    ///
+    /// [`ReadError::Io`] when the source fails (latched: later calls fail the same way),
+    /// [`ReadError::Sse`] when a bound is crossed (also final).
+    pub fn next_item(&mut self) -> Result<Option<Item<'_>>, ReadError> {
+        if let Some((kind, message)) = &self.failure {
+            return Err(io::Error::new(*kind, format!("stream already failed: {message}")).into());
+        }
+        loop {
+            let buf = match self.source.fill_buf() {
+                Ok(buf) => buf,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    self.failure = Some((err.kind(), err.to_string()));
+                    return Err(err.into());
+                }
+            };
+            if buf.is_empty() {
+                self.parser.finish();
+                return Ok(None);
+            }
+            let used = self.parser.advance(buf)?;
+            self.source.consume(used);
+            if self.parser.has_item() {
+                // Borrowed after the loop: NLL cannot return a borrow conditionally inside it.
+                return Ok(self.parser.item());
+            }
+        }
+    }
+
+    /// The parser, for the last event ID and retry time.
+    pub fn parser(&self) -> &Parser {
+        &self.parser
+    }
+
+    /// The byte source.
+    pub fn get_ref(&self) -> &R {
+        &self.source
+    }
+
+    /// The byte source, mutably (reading from it directly desynchronizes the parser).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.source
+    }
+
+    /// Gives back the byte source.
+    pub fn into_inner(self) -> R {
+        self.source
+    }
+}

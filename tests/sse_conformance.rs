@@ -1,0 +1,289 @@
+//! WHATWG event-stream conformance: every vector is replayed whole, one byte at a time, at
+//! many random split points, and through the blocking reader with random read sizes. The
+//! result must never depend on how the bytes were split.
+
+use oai_sse::sse::{EventReader, Item, Parser};
+use std::io::{BufReader, Read};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// (type, data, id)
+    E(String, String, String),
+    C(String),
+    R(u64),
+}
+
+fn ev(event: &str, data: &str, id: &str) -> Seen {
+    Seen::E(event.into(), data.into(), id.into())
+}
+fn msg(data: &str) -> Seen {
+    ev("message", data, "")
+}
+fn com(text: &str) -> Seen {
+    Seen::C(text.into())
+}
+
+fn own(item: Item<'_>) -> Seen {
+    match item {
+        Item::Event(e) => ev(e.event, e.data, e.id),
+        Item::Comment(c) => com(c),
+        Item::Retry(ms) => Seen::R(ms),
+    }
+}
+
+/// What a whole replay produced: items, then the final last event ID and retry time.
+type Outcome = (Vec<Seen>, String, Option<u64>);
+
+struct Vector {
+    name: &'static str,
+    input: &'static [u8],
+    items: Vec<Seen>,
+    last_id: &'static str,
+    retry: Option<u64>,
+}
+
+macro_rules! vectors {
+    ($( $name:ident: $input:expr => [$($item:expr),* $(,)?] $(, id $id:expr)? $(, retry $retry:expr)? ;)*) => {
+        vec![$(Vector {
+            name: stringify!($name),
+            input: $input,
+            items: vec![$($item),*],
+            last_id: { let _id = ""; $(let _id = $id;)? _id },
+            retry: { let _r: Option<u64> = None; $(let _r = Some($retry);)? _r },
+        }),*]
+    };
+}
+
+fn table() -> Vec<Vector> {
+    vectors! {
+        single_data: b"data: hello\n\n" => [msg("hello")];
+        no_space_after_colon: b"data:hello\n\n" => [msg("hello")];
+        only_one_space_removed: b"data:  hello\n\n" => [msg(" hello")];
+        tab_is_kept: b"data:\thello\n\n" => [msg("\thello")];
+        trailing_space_kept: b"data: hi \n\n" => [msg("hi ")];
+        two_data_lines_join_with_lf: b"data: a\ndata: b\n\n" => [msg("a\nb")];
+        empty_data_lines_make_empty_lines: b"data\ndata\n\n" => [msg("\n")];
+        spec_example_empty_data: b"data\n\ndata\ndata\n\ndata:" => [msg(""), msg("\n")];
+        spec_example_space: b"data:test\n\ndata: test\n\n" => [msg("test"), msg("test")];
+        data_colon_only: b"data:\n\n" => [msg("")];
+        data_space_only: b"data: \n\n" => [msg("")];
+        data_two_spaces: b"data:  \n\n" => [msg(" ")];
+        colon_in_value: b"data: a:b: c\n\n" => [msg("a:b: c")];
+        nul_in_data: b"data: a\0b\n\n" => [msg("a\0b")];
+        event_type_set: b"event: add\ndata: 1\n\n" => [ev("add", "1", "")];
+        event_type_after_data: b"data: 1\nevent: late\n\n" => [ev("late", "1", "")];
+        event_type_reset_after_dispatch: b"event: add\ndata: 1\n\ndata: 2\n\n" => [ev("add", "1", ""), msg("2")];
+        event_type_reset_without_data: b"event: add\n\ndata: 2\n\n" => [msg("2")];
+        empty_event_type_is_message: b"event:\ndata: x\n\n" => [msg("x")];
+        last_event_type_wins: b"event: a\nevent: b\ndata: x\n\n" => [ev("b", "x", "")];
+        id_set: b"id: 1\ndata: a\n\n" => [ev("message", "a", "1")], id "1";
+        id_persists: b"id: 1\ndata: a\n\ndata: b\n\n" => [ev("message", "a", "1"), ev("message", "b", "1")], id "1";
+        id_committed_without_event: b"id: 7\n\n" => [], id "7";
+        id_with_nul_ignored: b"id: 1\n\nid: a\0b\ndata: x\n\n" => [ev("message", "x", "1")], id "1";
+        id_empty_clears: b"id: 1\ndata: a\n\nid\ndata: b\n\n" => [ev("message", "a", "1"), msg("b")];
+        id_keeps_inner_space: b"id:  x\ndata: a\n\n" => [ev("message", "a", " x")], id " x";
+        id_of_unfinished_event_not_committed: b"id: 1\ndata: a\n\nid: 2\ndata: b" => [ev("message", "a", "1")], id "1";
+        id_set_after_data_same_event: b"data: a\nid: 9\n\n" => [ev("message", "a", "9")], id "9";
+        retry_valid: b"retry: 3000\n\n" => [Seen::R(3000)], retry 3000;
+        retry_zero: b"retry: 0\n" => [Seen::R(0)], retry 0;
+        retry_with_letters_ignored: b"retry: 30x\n\n" => [];
+        retry_negative_ignored: b"retry: -1\n\n" => [];
+        retry_leading_extra_space_ignored: b"retry:  100\n\n" => [];
+        retry_decimal_ignored: b"retry: 1.5\n\n" => [];
+        retry_empty_ignored: b"retry\n\nretry:\n\n" => [];
+        retry_huge_saturates: b"retry: 99999999999999999999999\n" => [Seen::R(u64::MAX)], retry u64::MAX;
+        retry_last_valid_wins: b"retry: 10\nretry: x\nretry: 20\ndata: a\n\n" => [Seen::R(10), Seen::R(20), msg("a")], retry 20;
+        comment_with_space: b": ping\n\n" => [com("ping")];
+        comment_without_space: b":ping\n" => [com("ping")];
+        comment_empty: b":\n" => [com("")];
+        comment_keeps_second_space: b":  two\n" => [com(" two")];
+        comment_does_not_break_event: b"data: a\n: c\ndata: b\n\n" => [com("c"), msg("a\nb")];
+        unknown_field_ignored: b"foo: bar\ndata: x\n\n" => [msg("x")];
+        field_names_case_sensitive: b"Data: x\nEVENT: y\n\n" => [];
+        space_before_colon_is_other_field: b"data : x\n\n" => [];
+        leading_space_is_other_field: b" data: x\n\n" => [];
+        blank_lines_only: b"\n\n\r\n\r" => [];
+        crlf_lines: b"data: a\r\n\r\ndata: b\r\n\r\n" => [msg("a"), msg("b")];
+        lone_cr_lines: b"data: a\r\rdata: b\r\r" => [msg("a"), msg("b")];
+        mixed_line_endings: b"data: a\r\n\ndata: b\n\r\ndata: c\r\r\n" => [msg("a"), msg("b"), msg("c")];
+        cr_then_lf_then_cr: b"data: a\r\n\r" => [msg("a")];
+        lf_cr_is_two_lines: b"data: a\n\rdata: b\n\n" => [msg("a"), msg("b")];
+        bom_skipped: b"\xEF\xBB\xBFdata: a\n\n" => [msg("a")];
+        second_bom_is_part_of_field_name: b"\xEF\xBB\xBF\xEF\xBB\xBFdata: a\n\n" => [];
+        bom_later_in_stream_is_text: b"data: a\n\n\xEF\xBB\xBFdata: b\n\n" => [msg("a")];
+        partial_bom_is_text: b"\xEF\xBBdata: x\n\ndata: y\n\n" => [msg("y")];
+        bom_then_comment: b"\xEF\xBB\xBF: hi\n" => [com("hi")];
+        unterminated_event_discarded: b"data: a\n\ndata: b\n" => [msg("a")];
+        unterminated_line_discarded: b"data: a" => [];
+        invalid_utf8_replaced: b"data: a\xFFb\n\n" => [msg("a\u{FFFD}b")];
+        truncated_sequence_one_replacement: b"data: \xE2\x82\n\n" => [msg("\u{FFFD}")];
+        invalid_utf8_in_comment_and_type: b":\xC3\nevent: \xFE\ndata: x\n\n" => [com("\u{FFFD}"), ev("\u{FFFD}", "x", "")];
+        multibyte_text: "data: ünïcödé €😀\n\n".as_bytes() => [msg("ünïcödé €😀")];
+        openai_chunk: b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}]}\n\ndata: [DONE]\n\n" => [msg("{\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}]}"), msg("[DONE]")];
+        ping_between_chunks_crlf: b": ping\r\n\r\ndata: 1\r\n\r\n: ping\r\n\r\ndata: 2\r\n\r\n" => [com("ping"), msg("1"), com("ping"), msg("2")];
+        everything_together: b"retry: 5\nid: 3\nevent: update\n: note\ndata: x\ndata: y\n\n" => [Seen::R(5), com("note"), ev("update", "x\ny", "3")], id "3", retry 5;
+    }
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so split points are reproducible.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Feeds `input` in the given pieces and collects everything.
+fn replay(pieces: &[&[u8]]) -> Outcome {
+    let mut parser = Parser::new();
+    let mut items = Vec::new();
+    for piece in pieces {
+        let mut rest = *piece;
+        // `None` means the parser took everything and needs more bytes.
+        while let (used, Some(item)) = parser.feed(rest).expect("no limit in these vectors") {
+            items.push(own(item));
+            rest = &rest[used..];
+        }
+    }
+    parser.finish();
+    (items, parser.last_event_id().to_owned(), parser.retry())
+}
+
+fn split_at_points<'a>(input: &'a [u8], points: &[usize]) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for &p in points {
+        pieces.push(&input[start..p]);
+        start = p;
+    }
+    pieces.push(&input[start..]);
+    pieces
+}
+
+fn check(vector: &Vector, how: &str, got: Outcome) {
+    let want = (
+        vector.items.clone(),
+        vector.last_id.to_owned(),
+        vector.retry,
+    );
+    assert_eq!(got, want, "vector `{}` replayed {how}", vector.name);
+}
+
+#[test]
+fn table_has_at_least_forty_vectors() {
+    assert!(table().len() >= 40, "only {} vectors", table().len());
+}
+
+#[test]
+fn whole_buffer() {
+    for v in table() {
+        check(&v, "whole", replay(&[v.input]));
+    }
+}
+
+#[test]
+fn one_byte_at_a_time() {
+    for v in table() {
+        let pieces: Vec<&[u8]> = v.input.chunks(1).collect();
+        check(&v, "byte by byte", replay(&pieces));
+    }
+}
+
+#[test]
+fn random_split_points() {
+    let mut rng = Rng(0x5EED_0A15);
+    for v in table() {
+        for round in 0..200 {
+            let cuts = rng.below(v.input.len().min(8) + 1);
+            let mut points: Vec<usize> = (0..cuts).map(|_| rng.below(v.input.len() + 1)).collect();
+            points.sort_unstable();
+            let pieces = split_at_points(v.input, &points);
+            check(
+                &v,
+                &format!("split at {points:?} (round {round})"),
+                replay(&pieces),
+            );
+        }
+    }
+}
+
+#[test]
+fn every_single_split_point() {
+    for v in table() {
+        for p in 0..=v.input.len() {
+            let pieces = split_at_points(v.input, &[p]);
+            check(&v, &format!("split at {p}"), replay(&pieces));
+        }
+    }
+}
+
+/// A source that returns a random number of bytes per read, like a network socket.
+struct RandomReads<'a> {
+    rest: &'a [u8],
+    rng: Rng,
+}
+
+impl Read for RandomReads<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.rng.below(9) + 1).min(buf.len()).min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn blocking_reader_with_random_read_sizes() {
+    let mut seed = 1;
+    for v in table() {
+        for capacity in [1, 2, 3, 7, 64, 8192] {
+            seed += 1;
+            let source = RandomReads {
+                rest: v.input,
+                rng: Rng(seed),
+            };
+            let mut reader = EventReader::new(BufReader::with_capacity(capacity, source));
+            let mut items = Vec::new();
+            while let Some(item) = reader.next_item().expect("in-memory source") {
+                items.push(own(item));
+            }
+            let parser = reader.parser();
+            let got = (items, parser.last_event_id().to_owned(), parser.retry());
+            check(
+                &v,
+                &format!("through EventReader, capacity {capacity}"),
+                got,
+            );
+        }
+    }
+}
+
+#[test]
+fn cr_at_end_of_chunk_dispatches_without_waiting_for_next_byte() {
+    let mut parser = Parser::new();
+    let (used, item) = parser.feed(b"data: a\r").unwrap();
+    assert_eq!((used, item), (8, None));
+    let (used, item) = parser.feed(b"\r").unwrap();
+    assert_eq!(used, 1);
+    assert!(matches!(item, Some(Item::Event(e)) if e.data == "a"));
+    // The LF that completes the CRLF arrives later and is swallowed, not a blank line.
+    let (used, item) = parser.feed(b"\ndata: b\n").unwrap();
+    assert_eq!((used, item), (9, None));
+    assert!(parser.finish(), "`data: b` is an event still being built");
+}
+
+#[test]
+fn finish_reports_discarded_event() {
+    let mut parser = Parser::new();
+    parser.feed(b"data: partial\n").unwrap();
+    assert!(parser.finish());
+    let mut parser = Parser::new();
+    parser.feed(b"data: whole\n\n").unwrap();
+    assert!(!parser.finish());
+}
