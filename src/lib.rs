@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod retry;
 pub mod sse;
 
 pub use error::FailureKind;

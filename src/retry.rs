@@ -1,0 +1,351 @@
+//! Retry decisions as pure functions: which failures are transient ([`classify`]), how long
+//! to wait ([`RetryPolicy::backoff`], server `Retry-After` headers), and a tiny seedable PRNG
+//! for jitter. Nothing here sleeps or reads a clock; the client injects both.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How the client retries transient failures.
+///
+/// The wait before retry `n` (1-based) is
+/// `min(max_delay, initial_delay × factorⁿ⁻¹ × (1 − jitter + 2 × jitter × u))` with `u`
+/// uniform in `[0, 1)`: exponential growth, spread ±`jitter` so that many clients cut off by
+/// the same outage do not come back in lockstep. A server's `retry-after-ms` or `Retry-After`
+/// replaces the computed wait when it is at most `max_retry_after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (default 3, so at most 4 attempts).
+    pub max_retries: u32,
+    /// Wait before the first retry (default 250 ms).
+    pub initial_delay: Duration,
+    /// Growth per retry (default 2).
+    pub factor: f64,
+    /// Longest computed wait (default 8 s).
+    pub max_delay: Duration,
+    /// Relative spread of each wait, 0 to 1 (default 0.2).
+    pub jitter: f64,
+    /// Give up once this much time has passed since the first attempt started, counting the
+    /// next wait (default: no budget).
+    pub max_elapsed: Option<Duration>,
+    /// Longest server-requested wait honoured; a longer one is not retried and the error
+    /// carries the server's delay so the caller can decide (default 60 s).
+    pub max_retry_after: Duration,
+    /// HTTP statuses retried (default 408, 429, 502, 503, 504).
+    pub retry_statuses: Vec<u16>,
+    /// Retry when the host name cannot be resolved (default false: usually a typo).
+    pub retry_dns: bool,
+    /// Retry a failure after deltas were already delivered to the caller (default true).
+    /// The caller first receives a restart event. On paid APIs this re-bills the tokens.
+    pub retry_after_output: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            initial_delay: Duration::from_millis(250),
+            factor: 2.0,
+            max_delay: Duration::from_secs(8),
+            jitter: 0.2,
+            max_elapsed: None,
+            max_retry_after: Duration::from_secs(60),
+            retry_statuses: vec![408, 429, 502, 503, 504],
+            retry_dns: false,
+            retry_after_output: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// A policy that never retries.
+    pub fn never() -> Self {
+        Self {
+            max_retries: 0,
+            ..Self::default()
+        }
+    }
+
+    /// The computed wait before retry number `retry` (1-based), before any server header.
+    pub fn backoff(&self, retry: u32, rng: &mut Rng) -> Duration {
+        let exponent = retry.saturating_sub(1).min(64) as i32;
+        let base = self.initial_delay.as_secs_f64() * self.factor.max(1.0).powi(exponent);
+        let jitter = self.jitter.clamp(0.0, 1.0);
+        let spread = 1.0 - jitter + 2.0 * jitter * rng.next_f64();
+        let secs = (base * spread).min(self.max_delay.as_secs_f64());
+        // `secs` is finite and non-negative here, but guard against a NaN factor anyway.
+        Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay)
+    }
+}
+
+/// The server's requested wait, from `retry-after-ms` (milliseconds, OpenAI's header) or
+/// else `Retry-After` (seconds or an HTTP date, RFC 9110 §10.2.3). A date in the past
+/// means "now". Unparseable values are ignored.
+pub fn server_delay(
+    retry_after_ms: Option<&str>,
+    retry_after: Option<&str>,
+    now: SystemTime,
+) -> Option<Duration> {
+    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Duration::try_from_secs_f64(ms / 1000.0).ok();
+        }
+    }
+    let value = retry_after?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::try_from_secs_f64(secs).ok())
+            .flatten();
+    }
+    let at = parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `x-should-retry: true|false` (case-insensitive); anything else is no opinion.
+pub fn should_retry_header(value: Option<&str>) -> Option<bool> {
+    match value?.trim() {
+        v if v.eq_ignore_ascii_case("true") => Some(true),
+        v if v.eq_ignore_ascii_case("false") => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses the three HTTP date formats: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`),
+/// RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
+pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+    let words: Vec<&str> = text
+        .split([' ', ',', '-'])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let (day, month, year, time) = match words.as_slice() {
+        // IMF-fixdate and RFC 850: weekday, day, month, year, time, "GMT".
+        [_, day, month, year, time, zone] if zone.eq_ignore_ascii_case("GMT") => {
+            (*day, *month, *year, *time)
+        }
+        // asctime: weekday, month, day, time, year.
+        [_, month, day, time, year] => (*day, *month, *year, *time),
+        _ => return None,
+    };
+    let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
+    let mut year: i64 = year.parse().ok()?;
+    if year < 100 {
+        // RFC 850's two-digit years: RFC 9110 says to read a year more than 50 years in the
+        // future as the most recent past year with those digits.
+        year += if year < 70 { 2000 } else { 1900 };
+    }
+    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || h > 23 || m > 59 || s > 60 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + s) as i64;
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(month) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// A small PRNG (SplitMix64) for jitter: no `rand` crate, seedable for tests.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator with a fixed seed (deterministic waits in tests).
+    pub fn seeded(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// A generator seeded from the clock and this value's address, different per call.
+    pub fn from_entropy() -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let here = &nanos as *const u64 as u64;
+        Self(nanos ^ here.rotate_left(32))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn backoff_without_jitter_doubles_up_to_the_cap() {
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        let mut rng = Rng::seeded(1);
+        let table = [
+            (1, 250),
+            (2, 500),
+            (3, 1000),
+            (4, 2000),
+            (5, 4000),
+            (6, 8000),
+            (7, 8000),
+            (60, 8000),
+            (u32::MAX, 8000),
+        ];
+        for (retry, want) in table {
+            assert_eq!(policy.backoff(retry, &mut rng), ms(want), "retry {retry}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_its_band_and_varies() {
+        let policy = RetryPolicy::default();
+        let mut rng = Rng::seeded(42);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..1000 {
+            let d = policy.backoff(1, &mut rng);
+            assert!(d >= ms(200) && d < ms(300), "{d:?}");
+            seen.insert(d);
+            assert!(policy.backoff(10, &mut rng) <= policy.max_delay);
+        }
+        assert!(seen.len() > 500, "jitter should spread the waits");
+    }
+
+    #[test]
+    fn same_seed_same_waits() {
+        let policy = RetryPolicy::default();
+        let a: Vec<_> = (1..6)
+            .map(|n| policy.backoff(n, &mut Rng::seeded(7)))
+            .collect();
+        let b: Vec<_> = (1..6)
+            .map(|n| policy.backoff(n, &mut Rng::seeded(7)))
+            .collect();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn odd_policies_do_not_panic() {
+        let mut rng = Rng::seeded(3);
+        for (factor, jitter) in [
+            (f64::NAN, 0.2),
+            (f64::INFINITY, 0.2),
+            (0.0, 5.0),
+            (-1.0, -1.0),
+            (1e308, 1.0),
+        ] {
+            let policy = RetryPolicy {
+                factor,
+                jitter,
+                ..RetryPolicy::default()
+            };
+            for retry in [0, 1, 2, 100, u32::MAX] {
+                assert!(policy.backoff(retry, &mut rng) <= policy.max_delay);
+            }
+        }
+    }
+
+    #[test]
+    fn server_delay_table() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let table: &[(Option<&str>, Option<&str>, Option<Duration>)] = &[
+            (None, None, None),
+            (Some("1500"), None, Some(ms(1500))),
+            (Some("1.5"), None, Some(Duration::from_micros(1500))),
+            (Some("1500"), Some("9"), Some(ms(1500))),
+            (Some("junk"), Some("2"), Some(ms(2000))),
+            (Some("-5"), Some("2"), Some(ms(2000))),
+            (None, Some("1"), Some(ms(1000))),
+            (None, Some(" 0 "), Some(ms(0))),
+            (None, Some("0.25"), Some(ms(250))),
+            (None, Some("-1"), None),
+            (None, Some("NaN"), None),
+            (None, Some("inf"), None),
+            (None, Some("1e400"), None),
+            (None, Some("soon"), None),
+            (
+                None,
+                Some("Sun, 06 Nov 1994 08:49:47 GMT"),
+                Some(ms(10_000)),
+            ),
+            (
+                None,
+                Some("Sunday, 06-Nov-94 08:50:37 GMT"),
+                Some(ms(60_000)),
+            ),
+            (None, Some("Sun Nov  6 08:49:38 1994"), Some(ms(1000))),
+            (None, Some("Sun, 06 Nov 1994 08:00:00 GMT"), Some(ms(0))),
+            (None, Some("Sun, 06 Nov 1994 08:49:47 PST"), None),
+            (None, Some("Sun, 32 Nov 1994 08:49:47 GMT"), None),
+            (None, Some("Sun, 06 Foo 1994 08:49:47 GMT"), None),
+            (None, Some("Sun, 06 Nov 1994 24:00:00 GMT"), None),
+            (None, Some("Sun, 06 Nov 1994 08:49 GMT"), None),
+        ];
+        for (ms_header, header, want) in table {
+            assert_eq!(
+                server_delay(*ms_header, *header, now),
+                *want,
+                "{ms_header:?} {header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn http_dates_match_known_timestamps() {
+        let table = [
+            ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
+            ("Tue, 29 Feb 2000 12:00:00 GMT", 951_825_600),
+            ("Sun, 29 Nov 2026 12:00:00 GMT", 1_795_953_600),
+            ("Wednesday, 01-Jan-70 00:00:01 GMT", 1),
+            ("Fri Dec 31 23:59:59 1999", 946_684_799),
+        ];
+        for (text, secs) in table {
+            assert_eq!(
+                parse_http_date(text),
+                Some(UNIX_EPOCH + Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT"), None);
+    }
+
+    #[test]
+    fn should_retry_header_table() {
+        let table = [
+            (None, None),
+            (Some("true"), Some(true)),
+            (Some(" TRUE "), Some(true)),
+            (Some("false"), Some(false)),
+            (Some("1"), None),
+            (Some(""), None),
+        ];
+        for (value, want) in table {
+            assert_eq!(should_retry_header(value), want, "{value:?}");
+        }
+    }
+}
