@@ -131,7 +131,7 @@ impl ChatRequest {
     }
 
     /// Whether a streamed response should end with a usage chunk
-    /// (pass this to [`Accumulator::new`](crate::chat::Accumulator::new)).
+    /// (pass this to [`Accumulator::new`](super::Accumulator::new)).
     pub fn usage_requested(&self) -> bool {
         self.stream_options.is_some_and(|o| o.include_usage)
     }
