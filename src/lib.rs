@@ -28,11 +28,17 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cancel;
+mod chat;
+mod client;
 mod error;
 pub mod retry;
 pub mod sse;
 
-pub use error::FailureKind;
+pub use cancel::CancelHandle;
+pub use chat::*;
+pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, ProxyConfig};
+pub use error::{Error, FailureKind, HttpError, RetriesExhausted};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
