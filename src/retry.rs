@@ -2,7 +2,128 @@
 //! to wait ([`RetryPolicy::backoff`], server `Retry-After` headers), and a tiny seedable PRNG
 //! for jitter. Nothing here sleeps or reads a clock; the client injects both.
 
+use crate::FailureKind;
+use crate::chat::ChatError;
+use crate::error::Error;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One retry the client made: which attempt failed, why, and how long it waited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetryRecord {
+    /// The attempt that failed (1-based).
+    pub attempt: u32,
+    /// Why it failed (`"unexpected_eof"`, `"http_status"`, ...).
+    #[serde(deserialize_with = "deserialize_kind")]
+    pub reason: FailureKind,
+    /// The wait before the next attempt, in milliseconds.
+    pub delay_ms: u64,
+}
+
+fn deserialize_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FailureKind, D::Error> {
+    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    Ok(FailureKind::from_name(&name).unwrap_or(FailureKind::Other))
+}
+
+/// Whether a failure is worth another attempt, judged from the error alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transient; the server may have said how long to wait.
+    Transient {
+        /// The server's `retry-after-ms` / `Retry-After`, when given and within bounds.
+        server_delay: Option<Duration>,
+    },
+    /// Retrying would fail the same way (or must not happen, like after a cancel).
+    Permanent,
+    /// Transient, but the server asked for a wait longer than the policy allows: the error
+    /// goes back to the caller, who can read the delay from it.
+    WaitTooLong(Duration),
+}
+
+/// Classifies a failure (see the README's error table).
+pub fn classify(err: &Error, policy: &RetryPolicy, now: SystemTime) -> Verdict {
+    const TRANSIENT: Verdict = Verdict::Transient { server_delay: None };
+    match err {
+        Error::Io { kind, .. } | Error::Transport { kind, .. } | Error::Timeout { kind, .. } => {
+            match kind {
+                FailureKind::UnexpectedEof
+                | FailureKind::ConnectionReset
+                | FailureKind::ConnectionAborted
+                | FailureKind::BrokenPipe
+                | FailureKind::ConnectionRefused
+                | FailureKind::ConnectTimeout
+                | FailureKind::FirstByteTimeout
+                | FailureKind::IdleTimeout
+                | FailureKind::TimedOut => TRANSIENT,
+                FailureKind::Dns if policy.retry_dns => TRANSIENT,
+                _ => Verdict::Permanent,
+            }
+        }
+        Error::Stream(
+            ChatError::IncompleteStream { .. } | ChatError::TruncatedToolCallArguments { .. },
+        ) => TRANSIENT,
+        Error::Http(http) => {
+            let retryable = match should_retry_header(http.should_retry.as_deref()) {
+                Some(verdict) => verdict,
+                None => {
+                    let no_quota = http.status == 429
+                        && http.error.code.as_deref() == Some("insufficient_quota");
+                    !no_quota && policy.retry_statuses.contains(&http.status)
+                }
+            };
+            match (retryable, http.server_delay(now)) {
+                (false, _) => Verdict::Permanent,
+                (true, Some(delay)) if delay > policy.max_retry_after => {
+                    Verdict::WaitTooLong(delay)
+                }
+                (true, server_delay) => Verdict::Transient { server_delay },
+            }
+        }
+        _ => Verdict::Permanent,
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Wait this long, then try again.
+    Retry(Duration),
+    /// Return the error as it is: retrying cannot help.
+    GiveUp,
+    /// The failure was transient but the retry budget is spent.
+    Exhausted,
+}
+
+/// Decides after a failed attempt. `retries_done` counts retries already made, `elapsed`
+/// is the time since the call started and `deadline` the call's total limit, if any.
+#[allow(clippy::too_many_arguments)] // Each input is a separate fact; a struct would only rename them.
+pub fn decide(
+    err: &Error,
+    policy: &RetryPolicy,
+    retries_done: u32,
+    delivered_output: bool,
+    elapsed: Duration,
+    deadline: Option<Duration>,
+    now: SystemTime,
+    rng: &mut Rng,
+) -> Decision {
+    let server_delay = match classify(err, policy, now) {
+        Verdict::Transient { server_delay } => server_delay,
+        Verdict::Permanent | Verdict::WaitTooLong(_) => return Decision::GiveUp,
+    };
+    if delivered_output && !policy.retry_after_output {
+        return Decision::GiveUp;
+    }
+    if retries_done >= policy.max_retries {
+        return Decision::Exhausted;
+    }
+    let delay = server_delay.unwrap_or_else(|| policy.backoff(retries_done + 1, rng));
+    let after_wait = elapsed.saturating_add(delay);
+    let over = |limit: Option<Duration>| limit.is_some_and(|limit| after_wait >= limit);
+    if over(policy.max_elapsed) || over(deadline) {
+        return Decision::Exhausted;
+    }
+    Decision::Retry(delay)
+}
 
 /// How the client retries transient failures.
 ///

@@ -328,6 +328,7 @@ impl Accumulator {
             system_fingerprint: self.system_fingerprint,
             choices,
             usage: self.usage,
+            retries: Vec::new(),
         })
     }
 

@@ -562,6 +562,9 @@ pub struct ChatResponse {
     /// Token counts, if the server reported them.
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// The retries it took to get this response (empty when the first attempt succeeded).
+    #[serde(default)]
+    pub retries: Vec<crate::retry::RetryRecord>,
 }
 
 /// One choice of a [`ChatResponse`].

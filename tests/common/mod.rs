@@ -1,0 +1,199 @@
+//! Hand-written loopback HTTP servers for byte-exact tests. Every socket has a timeout and
+//! every loop a bound, so a broken client or server fails the test instead of hanging it.
+#![allow(dead_code)] // Each test binary uses a different part.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a test server waits for its connections before giving up.
+pub const SERVER_LIFETIME: Duration = Duration::from_secs(20);
+
+/// A server that hands each accepted connection (numbered from 0) and its request to `handle`.
+pub struct RawServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RawServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Waits for the server thread (it ends after its connections or its lifetime).
+    pub fn join(mut self) -> Vec<String> {
+        if let Some(t) = self.thread.take() {
+            t.join().expect("server thread");
+        }
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+/// Serves up to `connections` connections, one thread each.
+pub fn serve<F>(connections: usize, handle: F) -> RawServer
+where
+    F: Fn(usize, &mut TcpStream, &str) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    serve_on(listener, connections, handle)
+}
+
+pub fn serve_on<F>(listener: TcpListener, connections: usize, handle: F) -> RawServer
+where
+    F: Fn(usize, &mut TcpStream, &str) + Send + Sync + 'static,
+{
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let handle = Arc::new(handle);
+    let thread = {
+        let requests = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut workers = Vec::new();
+            let mut n = 0;
+            while n < connections && start.elapsed() < SERVER_LIFETIME {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let index = n;
+                        n += 1;
+                        let handle = Arc::clone(&handle);
+                        let requests = Arc::clone(&requests);
+                        workers.push(std::thread::spawn(move || {
+                            stream.set_nonblocking(false).expect("blocking");
+                            stream
+                                .set_read_timeout(Some(Duration::from_secs(10)))
+                                .expect("timeout");
+                            stream
+                                .set_write_timeout(Some(Duration::from_secs(10)))
+                                .expect("timeout");
+                            let Some(request) = read_request(&mut stream) else {
+                                return;
+                            };
+                            requests.lock().unwrap().push(request.clone());
+                            handle(index, &mut stream, &request);
+                        }));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => panic!("accept: {e}"),
+                }
+            }
+            for w in workers {
+                let _ = w.join();
+            }
+        })
+    };
+    RawServer {
+        addr,
+        requests,
+        thread: Some(thread),
+    }
+}
+
+/// Reads one request (headers and a Content-Length body) as text.
+pub fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&data, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&data[..end + 4 + len]).into_owned());
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+        if data.len() > 16 << 20 {
+            return None;
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The JSON body of a request.
+pub fn request_json(request: &str) -> serde_json::Value {
+    let body = request.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).expect("request body is JSON")
+}
+
+/// A complete `text/event-stream` response with a Content-Length body.
+pub fn sse_response(body: &str) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// Response headers for a chunked event stream; send the body with [`chunk`].
+pub const SSE_CHUNKED_HEAD: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+
+/// One chunk of a chunked body.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A response with any status, headers and body (Content-Length framing).
+pub fn http_response(status: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status}\r\n");
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    out.into_bytes()
+}
+
+/// A `chat.completion.chunk` event with the given choice JSON.
+pub fn chunk_event(choices: &str) -> String {
+    format!(
+        "data: {{\"id\":\"chatcmpl-t\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,\"model\":\"test-model\",\"choices\":[{choices}]}}\n\n"
+    )
+}
+
+/// A content delta for choice 0.
+pub fn content(text: &str) -> String {
+    chunk_event(&format!(
+        "{{\"index\":0,\"delta\":{{\"content\":{}}},\"finish_reason\":null}}",
+        serde_json::to_string(text).unwrap()
+    ))
+}
+
+/// The final chunk of choice 0.
+pub fn finish(reason: &str) -> String {
+    chunk_event(&format!(
+        "{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"{reason}\"}}"
+    ))
+}
+
+pub const DONE: &str = "data: [DONE]\n\n";
+
+/// Writes ignoring errors (the client may have gone already).
+pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
+    let _ = stream.write_all(bytes);
+    let _ = stream.flush();
+}
