@@ -316,6 +316,347 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::ApiError;
+    use crate::error::HttpError;
+    use std::io;
+
+    fn http(status: u16, code: Option<&str>, headers: [Option<&str>; 3]) -> Error {
+        let [retry_after, retry_after_ms, should_retry] = headers.map(|h| h.map(str::to_owned));
+        Error::Http(Box::new(HttpError {
+            status,
+            error: ApiError {
+                message: "m".into(),
+                code: code.map(str::to_owned),
+                ..ApiError::default()
+            },
+            retry_after,
+            retry_after_ms,
+            should_retry,
+        }))
+    }
+
+    fn io_err(kind: io::ErrorKind) -> Error {
+        Error::io(io::Error::new(kind, "x"))
+    }
+
+    fn timeout(kind: FailureKind) -> Error {
+        Error::Timeout {
+            kind,
+            after: Duration::from_secs(1),
+        }
+    }
+
+    /// A ureq per-read timeout as ureq's body reader reports it: `Other` wrapping ureq's error.
+    fn wrapped_ureq_timeout() -> Error {
+        Error::io(io::Error::other(ureq::Error::Timeout(
+            ureq::Timeout::PerRead,
+        )))
+    }
+
+    const T: Verdict = Verdict::Transient { server_delay: None };
+    const P: Verdict = Verdict::Permanent;
+
+    #[test]
+    fn classifier_table() {
+        use io::ErrorKind as K;
+        let none = [None, None, None];
+        let table: Vec<(&str, Error, Verdict)> = vec![
+            ("eof", io_err(K::UnexpectedEof), T),
+            ("reset", io_err(K::ConnectionReset), T),
+            ("aborted", io_err(K::ConnectionAborted), T),
+            ("broken pipe", io_err(K::BrokenPipe), T),
+            ("refused", io_err(K::ConnectionRefused), T),
+            ("socket timeout", io_err(K::TimedOut), T),
+            ("would block", io_err(K::WouldBlock), T),
+            ("ureq per-read timeout", wrapped_ureq_timeout(), T),
+            ("other io", io_err(K::PermissionDenied), P),
+            ("connect timeout", timeout(FailureKind::ConnectTimeout), T),
+            ("first byte", timeout(FailureKind::FirstByteTimeout), T),
+            ("idle", timeout(FailureKind::IdleTimeout), T),
+            ("deadline", timeout(FailureKind::DeadlineExceeded), P),
+            ("dns", Error::ureq(ureq::Error::HostNotFound), P),
+            ("tls", Error::ureq(ureq::Error::Tls("bad certificate")), P),
+            (
+                "incomplete",
+                Error::Stream(ChatError::IncompleteStream {
+                    received_events: 3,
+                    finish_seen: false,
+                }),
+                T,
+            ),
+            (
+                "truncated tool args",
+                Error::Stream(ChatError::TruncatedToolCallArguments {
+                    choice: 0,
+                    index: 0,
+                    id: "c".into(),
+                    name: "f".into(),
+                }),
+                T,
+            ),
+            (
+                "cut by length",
+                Error::Stream(ChatError::ToolCallArgumentsCutByLength {
+                    choice: 0,
+                    index: 0,
+                    name: "f".into(),
+                }),
+                P,
+            ),
+            (
+                "malformed",
+                Error::Stream(ChatError::MalformedChunk {
+                    reason: "r".into(),
+                    snippet: "s".into(),
+                }),
+                P,
+            ),
+            (
+                "api error in stream",
+                Error::Stream(ChatError::Api(ApiError::default())),
+                P,
+            ),
+            (
+                "sse limit",
+                Error::Sse(crate::sse::SseError::LineTooLong { limit: 1 }),
+                P,
+            ),
+            ("cancelled", Error::Cancelled, P),
+            ("config", Error::Config("x".into()), P),
+            ("408", http(408, None, none), T),
+            ("429", http(429, None, none), T),
+            (
+                "429 no quota",
+                http(429, Some("insufficient_quota"), none),
+                P,
+            ),
+            (
+                "429 no quota, told to retry",
+                http(429, Some("insufficient_quota"), [None, None, Some("true")]),
+                T,
+            ),
+            ("502", http(502, None, none), T),
+            ("503", http(503, None, none), T),
+            (
+                "503 told not to",
+                http(503, None, [None, None, Some("false")]),
+                P,
+            ),
+            ("504", http(504, None, none), T),
+            ("500", http(500, None, none), P),
+            (
+                "500 told to retry",
+                http(500, None, [None, None, Some("true")]),
+                T,
+            ),
+            ("400", http(400, None, none), P),
+            ("401", http(401, None, none), P),
+            ("404", http(404, None, none), P),
+            (
+                "429 retry-after 2",
+                http(429, None, [Some("2"), None, None]),
+                Verdict::Transient {
+                    server_delay: Some(Duration::from_secs(2)),
+                },
+            ),
+            (
+                "429 retry-after-ms",
+                http(429, None, [Some("9"), Some("1500"), None]),
+                Verdict::Transient {
+                    server_delay: Some(Duration::from_millis(1500)),
+                },
+            ),
+            (
+                "429 retry-after too long",
+                http(429, None, [Some("61"), None, None]),
+                Verdict::WaitTooLong(Duration::from_secs(61)),
+            ),
+            (
+                "400 with retry-after",
+                http(400, None, [Some("1"), None, None]),
+                P,
+            ),
+        ];
+        let policy = RetryPolicy::default();
+        for (name, err, want) in table {
+            assert_eq!(classify(&err, &policy, UNIX_EPOCH), want, "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn configurable_classes() {
+        let policy = RetryPolicy {
+            retry_statuses: vec![500],
+            retry_dns: true,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            classify(&http(500, None, [None; 3]), &policy, UNIX_EPOCH),
+            T
+        );
+        assert_eq!(
+            classify(&http(503, None, [None; 3]), &policy, UNIX_EPOCH),
+            P
+        );
+        assert_eq!(
+            classify(&Error::ureq(ureq::Error::HostNotFound), &policy, UNIX_EPOCH),
+            T
+        );
+    }
+
+    #[test]
+    fn decision_table() {
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            max_elapsed: Some(Duration::from_secs(10)),
+            ..RetryPolicy::default()
+        };
+        let eof = io_err(io::ErrorKind::UnexpectedEof);
+        let slow = http(429, None, [Some("3"), None, None]);
+        let s = Duration::from_secs;
+        // (error, retries done, delivered output, elapsed, call deadline) -> decision
+        let table: Vec<(
+            &str,
+            &Error,
+            u32,
+            bool,
+            Duration,
+            Option<Duration>,
+            Decision,
+        )> = vec![
+            (
+                "first retry",
+                &eof,
+                0,
+                false,
+                s(0),
+                None,
+                Decision::Retry(ms(250)),
+            ),
+            (
+                "third retry",
+                &eof,
+                2,
+                false,
+                s(0),
+                None,
+                Decision::Retry(ms(1000)),
+            ),
+            (
+                "out of retries",
+                &eof,
+                3,
+                false,
+                s(0),
+                None,
+                Decision::Exhausted,
+            ),
+            (
+                "after output, allowed",
+                &eof,
+                0,
+                true,
+                s(0),
+                None,
+                Decision::Retry(ms(250)),
+            ),
+            (
+                "server delay wins",
+                &slow,
+                0,
+                false,
+                s(0),
+                None,
+                Decision::Retry(s(3)),
+            ),
+            (
+                "budget spent",
+                &eof,
+                0,
+                false,
+                s(10),
+                None,
+                Decision::Exhausted,
+            ),
+            (
+                "wait would pass the budget",
+                &slow,
+                0,
+                false,
+                s(8),
+                None,
+                Decision::Exhausted,
+            ),
+            (
+                "wait would pass the deadline",
+                &slow,
+                0,
+                false,
+                s(1),
+                Some(s(4)),
+                Decision::Exhausted,
+            ),
+            (
+                "permanent",
+                &Error::Cancelled,
+                0,
+                false,
+                s(0),
+                None,
+                Decision::GiveUp,
+            ),
+        ];
+        for (name, err, done, delivered, elapsed, deadline, want) in table {
+            let got = decide(
+                err,
+                &policy,
+                done,
+                delivered,
+                elapsed,
+                deadline,
+                UNIX_EPOCH,
+                &mut Rng::seeded(1),
+            );
+            assert_eq!(got, want, "{name}");
+        }
+        let no_mid_stream = RetryPolicy {
+            retry_after_output: false,
+            ..policy
+        };
+        let got = decide(
+            &eof,
+            &no_mid_stream,
+            0,
+            true,
+            s(0),
+            None,
+            UNIX_EPOCH,
+            &mut Rng::seeded(1),
+        );
+        assert_eq!(got, Decision::GiveUp);
+    }
+
+    #[test]
+    fn retry_record_json_shape() {
+        let record = RetryRecord {
+            attempt: 1,
+            reason: FailureKind::UnexpectedEof,
+            delay_ms: 262,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            json,
+            r#"{"attempt":1,"reason":"unexpected_eof","delay_ms":262}"#
+        );
+        assert_eq!(serde_json::from_str::<RetryRecord>(&json).unwrap(), record);
+    }
+
+    #[test]
+    fn every_kind_has_a_unique_name() {
+        for kind in FailureKind::ALL {
+            assert_eq!(FailureKind::from_name(kind.as_str()), Some(kind));
+        }
+    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
