@@ -2,3 +2,5 @@
 mod error;
 pub mod sse;
 pub use error::FailureKind;
+#[cfg(feature = "mock")]
+pub mod mock;
