@@ -32,6 +32,8 @@ mod cancel;
 mod chat;
 mod client;
 mod error;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod retry;
 pub mod sse;
 

@@ -515,15 +515,16 @@ mod tests {
         let slow = http(429, None, [Some("3"), None, None]);
         let s = Duration::from_secs;
         // (error, retries done, delivered output, elapsed, call deadline) -> decision
-        let table: Vec<(
-            &str,
-            &Error,
+        type Case<'a> = (
+            &'a str,
+            &'a Error,
             u32,
             bool,
             Duration,
             Option<Duration>,
             Decision,
-        )> = vec![
+        );
+        let table: Vec<Case> = vec![
             (
                 "first retry",
                 &eof,

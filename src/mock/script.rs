@@ -1,0 +1,281 @@
+//! What the mock answers, and the pure rendering of it as SSE events or a JSON completion.
+
+use std::iter::once;
+
+use serde_json::{Map, Value, json};
+
+use super::fault::FaultRule;
+
+/// The reply text of [`Script::default`].
+pub const DEFAULT_REPLY: &str = "Hello from the oai-sse mock server.";
+/// The model [`Script::default`] lists and answers as when a request names none.
+pub const DEFAULT_MODEL: &str = "mock-model";
+/// Fixed so that rendered streams are byte-for-byte reproducible.
+const CREATED: u64 = 1_700_000_000;
+const ID: &str = "chatcmpl-mock";
+/// Tool-call arguments are streamed in pieces of about this many bytes.
+const ARG_PIECE: usize = 8;
+
+/// What the mock server replies to every chat request, and the faults it injects. A builder:
+/// `Script::new().text("Hi").tool_call("get_weather", r#"{"city":"Paris"}"#).fault(Fault::Crlf)`.
+#[derive(Debug, Clone)]
+pub struct Script {
+    text: String,
+    repeat: usize,
+    reasoning: Option<String>,
+    tool_calls: Vec<(String, String)>,
+    finish_reason: Option<String>,
+    model: String,
+    pub(super) faults: Vec<FaultRule>,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            text: DEFAULT_REPLY.to_owned(),
+            repeat: 1,
+            reasoning: None,
+            tool_calls: Vec::new(),
+            finish_reason: None,
+            model: DEFAULT_MODEL.to_owned(),
+            faults: Vec::new(),
+        }
+    }
+}
+
+impl Script {
+    /// The default script: [`DEFAULT_REPLY`] from [`DEFAULT_MODEL`], no faults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The reply text, streamed one word (with its leading space) per chunk. May be empty.
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = text.into();
+        self
+    }
+
+    /// Reply with the text `n` times, joined by spaces, without building it in memory when
+    /// streaming: `Script::new().text("word").repeat(50_000)` streams 50,000 content chunks.
+    pub fn repeat(mut self, n: usize) -> Self {
+        self.repeat = n;
+        self
+    }
+
+    /// Reasoning text, streamed word by word as `reasoning_content` before the reply.
+    pub fn reasoning(mut self, text: impl Into<String>) -> Self {
+        self.reasoning = Some(text.into());
+        self
+    }
+
+    /// Adds a tool call; `arguments` is the complete JSON string, streamed in ~8-byte pieces.
+    pub fn tool_call(mut self, name: impl Into<String>, arguments: impl Into<String>) -> Self {
+        self.tool_calls.push((name.into(), arguments.into()));
+        self
+    }
+
+    /// Overrides the finish reason (default `tool_calls` if there are tool calls, else `stop`).
+    pub fn finish_reason(mut self, reason: impl Into<String>) -> Self {
+        self.finish_reason = Some(reason.into());
+        self
+    }
+
+    /// The model `/v1/models` lists and replies name when the request has no `model`.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// Adds a fault: a [`Fault`](super::Fault) (hits every request) or a [`FaultRule`].
+    pub fn fault(mut self, fault: impl Into<FaultRule>) -> Self {
+        self.faults.push(fault.into());
+        self
+    }
+
+    pub(super) fn model_name(&self) -> &str {
+        &self.model
+    }
+
+    /// The exact fault-free SSE events (`data: {json}\n\n`, ending with `data: [DONE]\n\n`) the
+    /// server streams for this request body, lazily.
+    pub fn sse_events(&self, request: &Value) -> impl Iterator<Item = String> + '_ {
+        let (body, tail) = self.stream_parts(request);
+        body.chain(tail)
+            .map(|chunk| sse_frame(&chunk.to_string(), false))
+            .chain(once(sse_frame("[DONE]", false)))
+    }
+
+    /// The `chat.completion` object the server returns for a non-streaming request body.
+    pub fn completion(&self, request: &Value) -> Value {
+        let mut message = Map::new();
+        message.insert("role".into(), "assistant".into());
+        let content = vec![self.text.as_str(); self.repeat].join(" ");
+        let content = Some(content).filter(|c| !c.is_empty());
+        message.insert("content".into(), content.into());
+        if let Some(r) = &self.reasoning {
+            message.insert("reasoning_content".into(), r.as_str().into());
+        }
+        if !self.tool_calls.is_empty() {
+            let calls = self.tool_calls.iter().enumerate().map(|(i, (name, args))| {
+                json!({"id": call_id(i), "type": "function",
+                       "function": {"name": name, "arguments": args}})
+            });
+            message.insert("tool_calls".into(), calls.collect());
+        }
+        json!({
+            "id": ID, "object": "chat.completion", "created": CREATED,
+            "model": self.model_for(request),
+            "choices": [{"index": 0, "message": message, "logprobs": null,
+                         "finish_reason": self.finish()}],
+            "usage": self.usage(request),
+        })
+    }
+
+    /// The stream as chunk objects: the body (role, reasoning, content and tool-call deltas),
+    /// then the tail (the finish-reason chunk, and the usage chunk if the request asked for it).
+    pub(super) fn stream_parts(
+        &self,
+        request: &Value,
+    ) -> (impl Iterator<Item = Value> + '_, Vec<Value>) {
+        let model = self.model_for(request);
+        let reasoning = self.reasoning.iter().flat_map(|r| words(r));
+        let content = (0..self.repeat).flat_map(move |i| {
+            words(&self.text)
+                .enumerate()
+                .map(move |(j, w)| match (i, j) {
+                    (1.., 0) => format!(" {w}"),
+                    _ => w.to_owned(),
+                })
+        });
+        let tools = self
+            .tool_calls
+            .iter()
+            .enumerate()
+            .flat_map(|(i, (name, args))| {
+                let first = json!({"tool_calls": [{"index": i, "id": call_id(i), "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]});
+                let rest = pieces(args).map(
+                    move |p| json!({"tool_calls": [{"index": i, "function": {"arguments": p}}]}),
+                );
+                once(first).chain(rest)
+            });
+        let m = model.clone();
+        let body = once(json!({"role": "assistant", "content": ""}))
+            .chain(reasoning.map(|w| json!({"reasoning_content": w})))
+            .chain(content.map(|w| json!({"content": w})))
+            .chain(tools)
+            .map(move |delta| chunk(&m, delta, None));
+        let mut tail = vec![chunk(&model, json!({}), Some(self.finish()))];
+        if request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true)) {
+            tail.push(
+                json!({"id": ID, "object": "chat.completion.chunk", "created": CREATED,
+                             "model": model, "choices": [], "usage": self.usage(request)}),
+            );
+        }
+        (body, tail)
+    }
+
+    /// A copy whose tool-call arguments lack their last streamed piece (invalid JSON).
+    pub(super) fn with_truncated_tool_args(&self) -> Self {
+        let mut s = self.clone();
+        for (_, args) in &mut s.tool_calls {
+            let keep = args.len() - pieces(args).last().map_or(0, str::len);
+            args.truncate(keep);
+        }
+        s
+    }
+
+    fn model_for(&self, request: &Value) -> String {
+        let model = request.get("model").and_then(Value::as_str);
+        model.unwrap_or(&self.model).to_owned()
+    }
+
+    fn finish(&self) -> &str {
+        match &self.finish_reason {
+            Some(r) => r,
+            None if self.tool_calls.is_empty() => "stop",
+            None => "tool_calls",
+        }
+    }
+
+    /// Token counts as rough word counts.
+    fn usage(&self, request: &Value) -> Value {
+        let messages = request.get("messages").and_then(Value::as_array);
+        let prompt: usize = messages
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                let content = m.get("content").and_then(Value::as_str);
+                content.map_or(0, |c| words(c).count())
+            })
+            .sum();
+        let completion = words(&self.text).count().saturating_mul(self.repeat)
+            + self.reasoning.as_deref().map_or(0, |r| words(r).count())
+            + self
+                .tool_calls
+                .iter()
+                .map(|(_, a)| words(a).count())
+                .sum::<usize>();
+        json!({"prompt_tokens": prompt, "completion_tokens": completion,
+               "total_tokens": prompt.saturating_add(completion)})
+    }
+}
+
+/// One SSE event carrying `data`, with LF or CRLF line endings.
+pub(super) fn sse_frame(data: &str, crlf: bool) -> String {
+    let nl = if crlf { "\r\n" } else { "\n" };
+    format!("data: {data}{nl}{nl}")
+}
+
+fn chunk(model: &str, delta: Value, finish_reason: Option<&str>) -> Value {
+    json!({"id": ID, "object": "chat.completion.chunk", "created": CREATED, "model": model,
+           "choices": [{"index": 0, "delta": delta, "logprobs": null,
+                        "finish_reason": finish_reason}]})
+}
+
+fn call_id(i: usize) -> String {
+    format!("call_mock_{i}")
+}
+
+/// Splits text into words that keep their leading whitespace: "Hello world" → "Hello", " world".
+fn words(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        let start = rest.len() - rest.trim_start().len();
+        let end = rest
+            .get(start..)?
+            .find(char::is_whitespace)
+            .map_or(rest.len(), |i| start + i);
+        let (word, tail) = rest.split_at_checked(end)?;
+        rest = tail;
+        Some(word).filter(|w| !w.is_empty())
+    })
+}
+
+/// Splits text into pieces of about [`ARG_PIECE`] bytes, on character boundaries.
+fn pieces(s: &str) -> impl Iterator<Item = &str> {
+    let mut rest = s;
+    std::iter::from_fn(move || {
+        let end = (ARG_PIECE..=rest.len())
+            .find(|&i| rest.is_char_boundary(i))
+            .unwrap_or(rest.len());
+        let (piece, tail) = rest.split_at_checked(end)?;
+        rest = tail;
+        Some(piece).filter(|p| !p.is_empty())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_words_and_pieces() {
+        let w: Vec<_> = words("Hello  big\nworld ").collect();
+        assert_eq!(w, ["Hello", "  big", "\nworld", " "]);
+        assert_eq!(words("").count(), 0);
+        let p: Vec<_> = pieces(r#"{"city":"Zürich"}"#).collect();
+        assert_eq!(p, [r#"{"city":"#, r#""Zürich"#, r#""}"#]);
+        assert_eq!(p.concat(), r#"{"city":"Zürich"}"#);
+    }
+}
