@@ -279,7 +279,7 @@ fn chat_completions_url(base: &str) -> Result<String, Error> {
 }
 
 /// Per-call settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CallOptions {
     /// Cancels the call from another thread.
     pub cancel: Option<CancelHandle>,
@@ -287,6 +287,37 @@ pub struct CallOptions {
     pub retry: Option<RetryPolicy>,
     /// Seeds the backoff jitter (for reproducible tests); random when `None`.
     pub jitter_seed: Option<u64>,
+    /// Called before each backoff wait, e.g. to show "retry 1/3 after 262 ms: ..." to a
+    /// user. (Output already delivered is announced separately by
+    /// [`StreamEvent::Restart`] when the next attempt starts.)
+    pub on_retry: Option<RetryHook>,
+}
+
+/// A callback told about each retry; see [`CallOptions::on_retry`].
+pub type RetryHook = Arc<dyn Fn(&RetryNotice<'_>) + Send + Sync>;
+
+/// What [`CallOptions::on_retry`] is told.
+#[derive(Debug)]
+pub struct RetryNotice<'a> {
+    /// The retry about to happen (1-based).
+    pub retry: u32,
+    /// The policy's `max_retries`.
+    pub max_retries: u32,
+    /// The wait before it.
+    pub delay: Duration,
+    /// Why the attempt failed.
+    pub error: &'a Error,
+}
+
+impl fmt::Debug for CallOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallOptions")
+            .field("cancel", &self.cancel)
+            .field("retry", &self.retry)
+            .field("jitter_seed", &self.jitter_seed)
+            .field("on_retry", &self.on_retry.as_ref().map(|_| "<hook>"))
+            .finish()
+    }
 }
 
 /// A streaming chat client for one OpenAI-compatible server. Build once, share freely:
@@ -525,6 +556,14 @@ impl Client {
                 policy.max_retries,
                 delay.as_millis()
             );
+            if let Some(hook) = &options.on_retry {
+                hook(&RetryNotice {
+                    retry: retries_done + 1,
+                    max_retries: policy.max_retries,
+                    delay,
+                    error: &err,
+                });
+            }
             history.push(RetryRecord {
                 attempt,
                 reason,

@@ -39,7 +39,9 @@ pub mod sse;
 
 pub use cancel::CancelHandle;
 pub use chat::*;
-pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, ProxyConfig};
+pub use client::{
+    ApiKey, CallOptions, ChatThread, Client, ClientBuilder, ProxyConfig, RetryHook, RetryNotice,
+};
 pub use error::{Error, FailureKind, HttpError, RetriesExhausted};
 
 /// The README's examples, compiled and run as doc tests so they stay true.

@@ -541,7 +541,8 @@ pub struct FunctionDeltaRef<'a> {
 // ---------------------------------------------------------------------------------------------
 
 /// A complete `chat.completion`: what a stream aggregates to, or what a server that ignored
-/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`).
+/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`),
+/// plus a `"retries"` array when the call needed retries.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct ChatResponse {
     /// Completion id.
@@ -593,6 +594,8 @@ impl Serialize for ChatResponse {
             choices: &'r [Choice],
             #[serde(skip_serializing_if = "Option::is_none")]
             usage: Option<&'r Usage>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            retries: &'r [crate::retry::RetryRecord],
         }
         Shape {
             id: &self.id,
@@ -602,6 +605,7 @@ impl Serialize for ChatResponse {
             system_fingerprint: self.system_fingerprint.as_deref(),
             choices: &self.choices,
             usage: self.usage.as_ref(),
+            retries: &self.retries,
         }
         .serialize(s)
     }

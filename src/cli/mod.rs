@@ -2,6 +2,8 @@
 //! (runtime errors exit 1, usage errors exit 2).
 
 mod args;
+mod chat;
+mod logging;
 mod parse;
 
 use args::{Args, UsageError};
@@ -14,6 +16,7 @@ oai-sse: streaming chat client for OpenAI-compatible servers that survives broke
 usage: oai-sse <command> [options]
 
 commands:
+  chat     stream one chat completion, retrying transient failures
   parse    read an SSE stream from stdin, print one JSON object per event
 
 Run `oai-sse <command> --help` for a command's options.";
@@ -49,6 +52,10 @@ pub fn main() -> ExitCode {
     let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
     let (help, result) = match command.as_deref() {
         Some("parse") => (parse::HELP, with_args(rest, &["--chunk-size"], parse::run)),
+        Some("chat") => {
+            logging::init(rest.iter().any(|a| a == "-v" || a == "--verbose"));
+            (chat::HELP, with_args(rest, chat::TAKES_VALUE, chat::run))
+        }
         Some("--help" | "-h" | "help") | None => {
             println!("{HELP}");
             return if command.is_none() {

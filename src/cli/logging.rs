@@ -1,0 +1,65 @@
+//! Logging for the CLI: env_logger (`RUST_LOG`, or `-v` for debug), with ureq's raw-bytes
+//! trace capped. At TRACE level `ureq_proto` logs request bytes verbatim, Authorization
+//! header included, so those records are dropped whatever `RUST_LOG` says.
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct CappedLogger(env_logger::Logger);
+
+/// Whether a record may carry raw request bytes (and so the API key).
+fn is_raw_http_trace(metadata: &Metadata<'_>) -> bool {
+    metadata.level() == Level::Trace && metadata.target().starts_with("ureq")
+}
+
+impl Log for CappedLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        !is_raw_http_trace(metadata) && self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !is_raw_http_trace(record.metadata()) {
+            self.0.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Installs the logger: warnings by default (the library's retry warnings are already
+/// shown as plain lines), debug with `verbose`, `RUST_LOG` when set.
+pub fn init(verbose: bool) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(if verbose {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Error
+    });
+    builder.parse_default_env();
+    let logger = builder.build();
+    let max = logger.filter();
+    if log::set_boxed_logger(Box::new(CappedLogger(logger))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ureq_trace_is_capped_but_debug_passes() {
+        let meta = |level, target| Metadata::builder().level(level).target(target).build();
+        assert!(is_raw_http_trace(&meta(Level::Trace, "ureq_proto::util")));
+        assert!(is_raw_http_trace(&meta(
+            Level::Trace,
+            "ureq::unversioned::transport"
+        )));
+        assert!(!is_raw_http_trace(&meta(
+            Level::Debug,
+            "ureq_proto::client"
+        )));
+        assert!(!is_raw_http_trace(&meta(Level::Trace, "oai_sse::client")));
+    }
+}
