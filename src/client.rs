@@ -8,8 +8,8 @@
 
 use crate::cancel::{CancelHandle, WatchLimits, Watchdog};
 use crate::chat::{
-    Accumulator, ApiError, ChatRequest, ChatResponse, Limits as ChatLimits, OwnedStreamEvent,
-    Progress, StreamEvent, response_from_completion_json,
+    Accumulator, ApiError, ChatLimits, ChatRequest, ChatResponse, OwnedStreamEvent, Progress,
+    StreamEvent, response_from_completion_json,
 };
 use crate::error::{Error, HttpError, RetriesExhausted};
 use crate::retry::{Decision, RetryPolicy, RetryRecord, Rng, decide};

@@ -337,3 +337,14 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        // `Result<_, Error>` travels through every layer; grow it only on purpose.
+        assert_eq!(std::mem::size_of::<Error>(), 56);
+    }
+}

@@ -38,7 +38,12 @@ pub mod retry;
 pub mod sse;
 
 pub use cancel::CancelHandle;
-pub use chat::*;
+pub use chat::{
+    Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
+    ChunkRef, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef, FunctionDeltaRef,
+    ImageUrl, Message, OwnedStreamEvent, Progress, Role, StreamEvent, StreamOptions, Tool,
+    ToolCall, ToolCallDeltaRef, Usage, response_from_completion_json,
+};
 pub use client::{
     ApiKey, CallOptions, ChatThread, Client, ClientBuilder, ProxyConfig, RetryHook, RetryNotice,
 };

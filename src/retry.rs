@@ -413,7 +413,7 @@ mod tests {
             ),
             (
                 "api error in stream",
-                Error::Stream(ChatError::Api(ApiError::default())),
+                Error::Stream(ChatError::Api(Box::default())),
                 P,
             ),
             (

@@ -1,7 +1,7 @@
 //! The stream accumulator: feeds on dispatched SSE events, hands each delta to the caller with
 //! borrowed text, merges the deltas into a [`ChatResponse`] and says when the stream is over.
 //!
-//! Pure state machine: no I/O, no clock, bounded memory ([`Limits`]).
+//! Pure state machine: no I/O, no clock, bounded memory ([`ChatLimits`]).
 
 use std::borrow::Cow;
 
@@ -17,7 +17,7 @@ use crate::FailureKind;
 
 /// Memory bounds of one [`Accumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct ChatLimits {
     /// Most distinct choice indices in one response.
     pub max_choices: u32,
     /// Most tool calls in one choice.
@@ -27,16 +27,16 @@ pub struct Limits {
     pub max_response_bytes: usize,
 }
 
-impl Limits {
-    /// Default for [`Limits::max_choices`].
+impl ChatLimits {
+    /// Default for [`ChatLimits::max_choices`].
     pub const DEFAULT_MAX_CHOICES: u32 = 16;
-    /// Default for [`Limits::max_tool_calls`].
+    /// Default for [`ChatLimits::max_tool_calls`].
     pub const DEFAULT_MAX_TOOL_CALLS: u32 = 128;
-    /// Default for [`Limits::max_response_bytes`] (64 MiB).
+    /// Default for [`ChatLimits::max_response_bytes`] (64 MiB).
     pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
 }
 
-impl Default for Limits {
+impl Default for ChatLimits {
     fn default() -> Self {
         Self {
             max_choices: Self::DEFAULT_MAX_CHOICES,
@@ -62,7 +62,7 @@ pub enum ChatError {
     /// The server reported an error (`event: error`, an `error` object in the stream, or an
     /// error body). Usually not worth retrying unless the message says overloaded.
     #[error("api error: {0}")]
-    Api(ApiError),
+    Api(Box<ApiError>),
     /// A data line was not a chat chunk (or a body was not a chat completion). The server or a
     /// proxy is broken; retrying may help.
     #[error("malformed chunk: {reason} (data: {snippet})")]
@@ -105,20 +105,20 @@ pub enum ChatError {
         /// Function name.
         name: String,
     },
-    /// The response has more choices than [`Limits::max_choices`]. Lower `n` or raise the limit.
+    /// The response has more choices than [`ChatLimits::max_choices`]. Lower `n` or raise the limit.
     #[error("more than {limit} choices")]
     TooManyChoices {
         /// The limit.
         limit: u32,
     },
-    /// A choice has more tool calls than [`Limits::max_tool_calls`]. Raise the limit or
+    /// A choice has more tool calls than [`ChatLimits::max_tool_calls`]. Raise the limit or
     /// disable `parallel_tool_calls`.
     #[error("more than {limit} tool calls in one choice")]
     TooManyToolCalls {
         /// The limit.
         limit: u32,
     },
-    /// The aggregated text exceeds [`Limits::max_response_bytes`]. Lower `max_tokens` or raise
+    /// The aggregated text exceeds [`ChatLimits::max_response_bytes`]. Lower `max_tokens` or raise
     /// the limit.
     #[error("response larger than {limit} bytes")]
     ResponseTooLarge {
@@ -161,7 +161,7 @@ impl ChatError {
 /// call [`Accumulator::finish`].
 #[derive(Debug, Clone)]
 pub struct Accumulator {
-    limits: Limits,
+    limits: ChatLimits,
     usage_requested: bool,
     id: String,
     model: String,
@@ -200,7 +200,7 @@ struct ToolSlot {
     arguments: String,
 }
 
-/// Bytes aggregated so far against [`Limits::max_response_bytes`].
+/// Bytes aggregated so far against [`ChatLimits::max_response_bytes`].
 #[derive(Debug, Clone, Copy)]
 struct Budget {
     used: usize,
@@ -226,14 +226,14 @@ fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
 }
 
 impl Accumulator {
-    /// An accumulator with default [`Limits`]. Pass `usage_requested` = the request asked for
+    /// An accumulator with default [`ChatLimits`]. Pass `usage_requested` = the request asked for
     /// `stream_options.include_usage`, so completion waits for the usage chunk.
     pub fn new(usage_requested: bool) -> Self {
-        Self::with_limits(usage_requested, Limits::default())
+        Self::with_limits(usage_requested, ChatLimits::default())
     }
 
     /// An accumulator with explicit limits.
-    pub fn with_limits(usage_requested: bool, limits: Limits) -> Self {
+    pub fn with_limits(usage_requested: bool, limits: ChatLimits) -> Self {
         Self {
             limits,
             usage_requested,
@@ -267,7 +267,11 @@ impl Accumulator {
     ) -> Result<Progress, ChatError> {
         match event_type {
             "" | "message" => {}
-            "error" => return Err(ChatError::Api(ApiError::from_body(data.as_bytes()))),
+            "error" => {
+                return Err(ChatError::Api(Box::new(ApiError::from_body(
+                    data.as_bytes(),
+                ))));
+            }
             other => {
                 log::debug!("ignoring SSE event type {other:?}");
                 return Ok(self.progress());
@@ -289,7 +293,7 @@ impl Accumulator {
             serde_json::from_str(data).map_err(|e| ChatError::malformed(e, data))?;
         self.received_events += 1;
         if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
-            return Err(ChatError::Api(ApiError::from_value(err)));
+            return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
         }
         self.apply(chunk, on_event)?;
         Ok(self.progress())
@@ -403,7 +407,7 @@ impl ChoiceAcc {
     fn apply(
         &mut self,
         d: &ChoiceDelta<'_>,
-        limits: &Limits,
+        limits: &ChatLimits,
         budget: &mut Budget,
         has_output: &mut bool,
         on_event: &mut Sink<'_>,
@@ -449,7 +453,7 @@ impl ChoiceAcc {
     fn apply_tool(
         &mut self,
         call: &ToolCallDeltaRef<'_>,
-        limits: &Limits,
+        limits: &ChatLimits,
         budget: &mut Budget,
         has_output: &mut bool,
         on_event: &mut Sink<'_>,
@@ -635,7 +639,7 @@ pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, ChatEr
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ChatError::malformed(e, &lossy()))?;
     if let Some(err) = value.get("error").filter(|e| !e.is_null()) {
-        return Err(ChatError::Api(ApiError::from_value(err)));
+        return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
     }
     let mut response: ChatResponse =
         serde_json::from_value(value).map_err(|e| ChatError::malformed(e, &lossy()))?;
@@ -662,7 +666,7 @@ mod tests {
         acc: Accumulator,
     }
 
-    fn run_with(usage: bool, limits: Limits, input: &[(&str, &str)]) -> Run {
+    fn run_with(usage: bool, limits: ChatLimits, input: &[(&str, &str)]) -> Run {
         let mut acc = Accumulator::with_limits(usage, limits);
         let mut events = Vec::new();
         let mut progress = Vec::new();
@@ -685,7 +689,7 @@ mod tests {
     }
 
     fn run(usage: bool, input: &[(&str, &str)]) -> Run {
-        run_with(usage, Limits::default(), input)
+        run_with(usage, ChatLimits::default(), input)
     }
 
     /// `message` events from data lines.
@@ -1136,12 +1140,12 @@ mod tests {
     #[test]
     fn server_errors() {
         let err = |message: &str, kind: Option<&str>, code: Option<&str>| {
-            ChatError::Api(ApiError {
+            ChatError::Api(Box::new(ApiError {
                 message: message.into(),
                 kind: kind.map(Into::into),
                 param: None,
                 code: code.map(Into::into),
-            })
+            }))
         };
         let ok_chunk = r#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#;
         let cases = [
@@ -1366,7 +1370,7 @@ mod tests {
 
     #[test]
     fn limits() {
-        let limits = Limits {
+        let limits = ChatLimits {
             max_choices: 2,
             max_tool_calls: 2,
             max_response_bytes: 10,
@@ -1404,7 +1408,7 @@ mod tests {
                 assert_eq!(e.kind(), FailureKind::LimitExceeded);
             }
         }
-        assert_eq!(Limits::default().max_response_bytes, 64 * 1024 * 1024);
+        assert_eq!(ChatLimits::default().max_response_bytes, 64 * 1024 * 1024);
     }
 
     #[test]
@@ -1488,12 +1492,12 @@ mod tests {
             ),
             (
                 r#"{"error":{"message":"bad model","type":"invalid_request_error","code":"model_not_found"}}"#.into(),
-                Err(ChatError::Api(ApiError {
+                Err(ChatError::Api(Box::new(ApiError {
                     message: "bad model".into(),
                     kind: Some("invalid_request_error".into()),
                     param: None,
                     code: Some("model_not_found".into()),
-                })),
+                }))),
             ),
             (
                 "<html>oops</html>".into(),
@@ -1521,7 +1525,7 @@ mod tests {
     #[test]
     fn error_kinds() {
         let cases = [
-            (ChatError::Api(ApiError::default()), FailureKind::ApiError),
+            (ChatError::Api(Box::default()), FailureKind::ApiError),
             (
                 ChatError::MalformedChunk {
                     reason: String::new(),

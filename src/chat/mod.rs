@@ -4,7 +4,7 @@
 mod accumulate;
 mod types;
 
-pub use accumulate::{Accumulator, ChatError, Limits, Progress, response_from_completion_json};
+pub use accumulate::{Accumulator, ChatError, ChatLimits, Progress, response_from_completion_json};
 pub use types::{
     ApiError, ChatRequest, ChatResponse, Choice, ChoiceDelta, ChunkRef, Content, ContentPart,
     DeltaRef, FunctionCall, FunctionDef, FunctionDeltaRef, ImageUrl, Message, Role, StreamOptions,
