@@ -1,28 +1,43 @@
 //! # oai-sse
 //!
 //! A blocking, runtime-free client for streaming chat completions from OpenAI-compatible
-//! servers, built to keep going when the network misbehaves.
+//! servers (llama.cpp, vLLM, Ollama, LiteLLM and other gateways, hosted APIs), built to keep
+//! going when the network misbehaves.
 //!
-//! In scope: reading Server-Sent Events line by line from a blocking byte source with a
-//! zero-allocation, spec-exact (WHATWG) parser ([`sse`]). Out of scope: async runtimes,
-//! browsers' `EventSource` reconnection loop (the chat client decides when to retry).
+//! - [`Client`] sends a chat request with `stream: true`, hands each delta to a callback as
+//!   it arrives, and returns the aggregated [`ChatResponse`]. It knows when a stream is
+//!   really complete and reports a cut-off stream as an error, never as a short answer.
+//! - Transient failures (connection cut or reset, stalls, 408/429/502/503/504, truncated
+//!   tool-call JSON) are retried with exponential backoff ([`retry`]); API errors are not.
+//!   A caller that already saw output gets a [`StreamEvent::Restart`] first.
+//! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
+//!   usable on its own.
+//! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
+//!
+//! Out of scope: async runtimes, HTTP/2, the non-chat endpoints.
 //!
 //! # Example
 //!
 //! ```
-//! use oai_sse::sse::{EventReader, Item};
+//! use oai_sse::mock::{FaultRule, MockServer, Script};
+//! use oai_sse::{ChatRequest, Client, Message, StreamEvent};
 //!
-//! let body: &[u8] = b"data: {\"choices\":[]}\n\n: ping\n\ndata: [DONE]\n\n";
-//! let mut reader = EventReader::new(body);
-//! let mut events = 0;
-//! while let Some(item) = reader.next_item()? {
-//!     if let Item::Event(event) = item {
-//!         assert_eq!(event.event, "message");
-//!         events += 1;
-//!     }
-//! }
-//! assert_eq!(events, 2);
-//! # Ok::<(), oai_sse::sse::ReadError>(())
+//! // A local server that cuts the first response after 300 bytes.
+//! let cut: FaultRule = "close-after=300,times=1".parse()?;
+//! let server = MockServer::start(Script::new().text("Hello, world").fault(cut))?;
+//!
+//! let client = Client::builder().base_url(server.base_url()).build()?;
+//! let request = ChatRequest::new("mock-model", vec![Message::user("Say hello")]);
+//! let mut shown = String::new();
+//! let response = client.chat_stream(&request, |event| match event {
+//!     StreamEvent::Content { text, .. } => shown.push_str(text),
+//!     StreamEvent::Restart { .. } => shown.clear(), // discard the cut attempt's output
+//!     _ => {}
+//! })?;
+//! assert_eq!(response.content(), "Hello, world");
+//! assert_eq!(shown, "Hello, world");
+//! assert_eq!(response.retries.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #![forbid(unsafe_code)]
