@@ -255,10 +255,8 @@ fn watch(progress: &Progress, cancel: &CancelHandle, limits: WatchLimits) {
         }
         let wait = match next {
             Some((at, ..)) if !*cancelled && at > now => Duration::from_millis(at - now),
-            // Cancelled or overdue and nothing armed: wait for the next arm or the end.
-            _ if *cancelled || fire.is_some() => Duration::from_secs(3600),
-            Some(_) => Duration::from_millis(1),
-            None => Duration::from_secs(3600),
+            // Nothing left to time: sleep until notified (the next arm, or the call's end).
+            _ => Duration::from_secs(3600),
         };
         cancelled = cancel
             .shared
