@@ -197,3 +197,154 @@ pub fn send(stream: &mut TcpStream, bytes: &[u8]) {
     let _ = stream.write_all(bytes);
     let _ = stream.flush();
 }
+
+/// Makes closing `stream` send an RST instead of a FIN (SO_LINGER 0). The stream is closed
+/// when the server drops it, which for [`serve`] and [`serve_sequential`] is right after the
+/// handler returns.
+pub fn reset_on_close(stream: &TcpStream) {
+    socket2::SockRef::from(stream)
+        .set_linger(Some(Duration::ZERO))
+        .expect("SO_LINGER");
+}
+
+/// Blocks until the client closes (or shuts) the connection, bounded by the stream's read
+/// timeout: a server "stalling" this way ends as soon as the client gives up, without a sleep.
+pub fn wait_for_close(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    for _ in 0..1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Lets a [`serve`] server that expected `unused` more connections finish (each dummy
+/// connection sends no request, so it is not recorded), then joins it.
+pub fn close_server(server: RawServer, unused: usize) -> Vec<String> {
+    for _ in 0..unused {
+        let _ = TcpStream::connect_timeout(&server.addr, Duration::from_secs(1));
+    }
+    server.join()
+}
+
+/// A server that accepts and handles connections one at a time on a single thread, in
+/// order: cheap enough for sweeps that make thousands of connections. Stops when dropped
+/// (or after [`SERVER_LIFETIME`] without a connection).
+pub struct SeqServer {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Most connections a [`SeqServer`] accepts.
+pub const SEQ_MAX_CONNECTIONS: usize = 100_000;
+
+impl SeqServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    pub fn request_count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// Stops the server and returns every request it recorded.
+    pub fn stop(mut self) -> Vec<String> {
+        self.shut();
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn shut(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // Wakes the blocking accept; the server sees the flag and ends.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for SeqServer {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// Serves connections one after the other with `handle(index, stream, request)`. `accept`
+/// blocks with a timeout (SO_RCVTIMEO bounds accept on Linux) instead of polling.
+pub fn serve_sequential<F>(mut handle: F) -> SeqServer
+where
+    F: FnMut(usize, &mut TcpStream, &str) + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    socket2::SockRef::from(&listener)
+        .set_read_timeout(Some(SERVER_LIFETIME))
+        .expect("accept timeout");
+    let addr = listener.local_addr().expect("addr");
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = {
+        let requests = Arc::clone(&requests);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for index in 0..SEQ_MAX_CONNECTIONS {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                stream
+                    .set_write_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let Some(request) = read_request(&mut stream) else {
+                    continue;
+                };
+                requests.lock().unwrap().push(request.clone());
+                handle(index, &mut stream, &request);
+            }
+        })
+    };
+    SeqServer {
+        addr,
+        requests,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), for `Retry-After` dates.
+pub fn imf_fixdate(t: std::time::SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        DAYS[(days + 4).rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
