@@ -185,6 +185,9 @@ impl FailureKind {
                 Self::InvalidConfig
             }
             ureq::Error::BodyExceedsLimit(_) => Self::LimitExceeded,
+            // ureq's reader reports a connection closed inside the chunked framing (in a
+            // chunk-size line, or before a chunk's CRLF) as a stalled body: a cut connection.
+            ureq::Error::BodyStalled => Self::UnexpectedEof,
             _ => Self::Other,
         }
     }

@@ -369,6 +369,11 @@ mod tests {
             ("socket timeout", io_err(K::TimedOut), T),
             ("would block", io_err(K::WouldBlock), T),
             ("ureq per-read timeout", wrapped_ureq_timeout(), T),
+            (
+                "ureq: closed inside chunk framing",
+                Error::ureq(ureq::Error::BodyStalled),
+                T,
+            ),
             ("other io", io_err(K::PermissionDenied), P),
             ("connect timeout", timeout(FailureKind::ConnectTimeout), T),
             ("first byte", timeout(FailureKind::FirstByteTimeout), T),
