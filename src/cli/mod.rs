@@ -2,6 +2,10 @@
 //! (runtime errors exit 1, usage errors exit 2).
 
 mod args;
+#[cfg(feature = "mock")]
+mod demo;
+#[cfg(feature = "mock")]
+mod mock;
 mod parse;
 
 use args::{Args, UsageError};
@@ -14,6 +18,8 @@ oai-sse: streaming chat client for OpenAI-compatible servers that survives broke
 usage: oai-sse <command> [options]
 
 commands:
+  demo     run the real client against the fault-injecting mock server, scenario by scenario
+  mock     serve the fault-injecting OpenAI-compatible mock server for any client
   parse    read an SSE stream from stdin, print one JSON object per event
 
 Run `oai-sse <command> --help` for a command's options.";
@@ -49,6 +55,15 @@ pub fn main() -> ExitCode {
     let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
     let (help, result) = match command.as_deref() {
         Some("parse") => (parse::HELP, with_args(rest, &["--chunk-size"], parse::run)),
+        #[cfg(feature = "mock")]
+        Some("demo") => (demo::HELP, with_args(rest, demo::TAKES_VALUE, demo::run)),
+        #[cfg(feature = "mock")]
+        Some("mock") => (mock::HELP, with_args(rest, mock::TAKES_VALUE, mock::run)),
+        #[cfg(not(feature = "mock"))]
+        Some(command @ ("demo" | "mock")) => {
+            eprintln!("oai-sse: {command}: oai-sse was built without the mock feature");
+            return ExitCode::from(2);
+        }
         Some("--help" | "-h" | "help") | None => {
             println!("{HELP}");
             return if command.is_none() {
