@@ -27,15 +27,10 @@ impl Log for CappedLogger {
     }
 }
 
-/// Installs the logger: warnings by default (the library's retry warnings are already
-/// shown as plain lines), debug with `verbose`, `RUST_LOG` when set.
-pub fn init(verbose: bool) {
+/// Installs the logger at `default` level; `RUST_LOG` overrides it.
+pub fn init(default: LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(if verbose {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Error
-    });
+    builder.filter_level(default).format_target(false);
     builder.parse_default_env();
     let logger = builder.build();
     let max = logger.filter();

@@ -3,10 +3,15 @@
 
 mod args;
 mod chat;
+#[cfg(feature = "mock")]
+mod demo;
 mod logging;
+#[cfg(feature = "mock")]
+mod mock;
 mod parse;
 
 use args::{Args, UsageError};
+use log::LevelFilter;
 use std::io;
 use std::process::ExitCode;
 
@@ -17,6 +22,8 @@ usage: oai-sse <command> [options]
 
 commands:
   chat     stream one chat completion, retrying transient failures
+  demo     run the real client against the fault-injecting mock server, scenario by scenario
+  mock     serve the fault-injecting OpenAI-compatible mock server for any client
   parse    read an SSE stream from stdin, print one JSON object per event
 
 Run `oai-sse <command> --help` for a command's options.";
@@ -53,8 +60,24 @@ pub fn main() -> ExitCode {
     let (help, result) = match command.as_deref() {
         Some("parse") => (parse::HELP, with_args(rest, &["--chunk-size"], parse::run)),
         Some("chat") => {
-            logging::init(rest.iter().any(|a| a == "-v" || a == "--verbose"));
+            // Retry lines are printed by the command itself, so the library's retry warnings
+            // stay quiet unless asked for with -v or RUST_LOG.
+            let verbose = rest.iter().any(|a| a == "-v" || a == "--verbose");
+            logging::init(if verbose {
+                LevelFilter::Debug
+            } else {
+                LevelFilter::Error
+            });
             (chat::HELP, with_args(rest, chat::TAKES_VALUE, chat::run))
+        }
+        #[cfg(feature = "mock")]
+        Some("demo") => (demo::HELP, with_args(rest, demo::TAKES_VALUE, demo::run)),
+        #[cfg(feature = "mock")]
+        Some("mock") => (mock::HELP, with_args(rest, mock::TAKES_VALUE, mock::run)),
+        #[cfg(not(feature = "mock"))]
+        Some(command @ ("demo" | "mock")) => {
+            eprintln!("oai-sse: {command}: oai-sse was built without the mock feature");
+            return ExitCode::from(2);
         }
         Some("--help" | "-h" | "help") | None => {
             println!("{HELP}");

@@ -1,0 +1,208 @@
+//! `oai-sse mock`: the fault-injecting mock server as a process, for any client.
+
+use super::Failure;
+use super::args::{Args, UsageError};
+use oai_sse::mock::{FaultRule, MockServer, RecordedRequest, Script};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::thread;
+use std::time::Duration;
+
+pub const HELP: &str = "\
+usage: oai-sse mock [--listen ADDR] [--fault SPEC]... [--reply TEXT] [--reasoning TEXT]
+                    [--tool NAME=JSON_ARGS]... [--model NAME]
+
+Serves a fault-injecting OpenAI-compatible chat server until killed (Ctrl-C), for any client:
+curl, other SDKs, your own code. Prints `oai-sse mock listening on http://ADDR/v1` on stderr
+once it accepts connections, then logs each request (RUST_LOG=warn silences that).
+
+  POST /v1/chat/completions  with \"stream\": true, a chunked text/event-stream of
+                             chat.completion.chunk events: role, reasoning_content and the
+                             reply word by word, tool-call arguments in ~8-byte pieces, the
+                             finish reason, usage if stream_options.include_usage, then
+                             data: [DONE]; without it, one chat.completion JSON body
+  GET  /v1/models            lists the model
+  The /v1 prefix is optional; anything else is a 404 with an OpenAI error body.
+
+options:
+  --listen ADDR          address to listen on (default 127.0.0.1:8080; a bare port means
+                         127.0.0.1:PORT; port 0 picks a free one). Loopback only: the mock
+                         never listens beyond this machine
+  --fault SPEC           inject a fault (repeatable; several combine, e.g. crlf + ping + a reset)
+  --reply TEXT           the reply (default \"Hello from the oai-sse mock server.\")
+  --reasoning TEXT       reasoning streamed as reasoning_content before the reply
+  --tool NAME=JSON_ARGS  add a tool call with these arguments (repeatable; must be valid JSON)
+  --model NAME           the model /v1/models lists and replies name when a request gives none
+                         (default mock-model; otherwise the request's model is echoed)
+
+fault specs: FAULT[=VALUE][,OPTION=VALUE]...
+  N counts bytes of the whole response: status line, headers and chunk framing. S is seconds
+  (fractions allowed), MS milliseconds. Values cannot contain commas.
+  close-after=N             write N bytes, then close the connection (FIN)
+  reset-after=N             write N bytes, then reset the connection (RST); 0 resets before
+                            the status line
+  stall-after=N,secs=S      write N bytes, go silent for S seconds, then carry on (secs required)
+  stall-before=S            wait S seconds before the status line
+  status=CODE               answer with HTTP CODE and an OpenAI error body; options:
+                              retry-after=TEXT          Retry-After header (seconds or HTTP date)
+                              retry-after-ms=MS         retry-after-ms header
+                              should-retry=true|false   x-should-retry header
+                              type=T                    error.type (default from the code)
+                              code=C                    error.code (default null)
+                              message=M                 error.message
+  html=CODE                 answer with a gateway's HTML error page (nginx style)
+  truncate-tool-args        drop the last piece of each tool call's arguments (invalid JSON)
+  no-done                   end the stream without the finish chunk, usage and [DONE]
+  hold-open=S               after the finish (and usage) chunk, send nothing for S seconds,
+                            then close
+  crlf                      CRLF line endings in the SSE framing
+  ping=MS                   a `: ping` comment between events, then a pause of MS
+  slices=N[,delay-ms=MS]    write the response N bytes at a time, MS apart
+  Every fault also takes times=N (hit only N chat requests) and after=K (leave the first K
+  alone); without times it hits every chat request after the first K.
+
+examples:
+  oai-sse mock --fault reset-after=300,times=1           # reset the first stream mid-way
+  oai-sse mock --fault status=429,retry-after=1,times=2  # rate-limit the first two requests
+  oai-sse mock --fault stall-after=200,secs=5            # every stream goes silent for 5 s
+  oai-sse mock --fault status=503,after=1,times=1        # only the second request fails
+  oai-sse mock --tool 'get_weather={\"city\":\"Paris\"}' --fault truncate-tool-args,times=1
+  curl -N http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'";
+
+pub const TAKES_VALUE: &[&str] = &[
+    "--listen",
+    "--fault",
+    "--reply",
+    "--reasoning",
+    "--tool",
+    "--model",
+];
+
+/// How often new requests are looked for, to log them.
+const POLL: Duration = Duration::from_millis(50);
+/// Polls between looks for requests other than chat completions.
+const FULL_LOOK_EVERY: u32 = 10;
+
+pub fn run(mut args: Args) -> Result<(), Failure> {
+    let listen: String = args
+        .value(&["--listen"])?
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let specs = args.values(&["--fault"])?;
+    let reply: Option<String> = args.value(&["--reply"])?;
+    let reasoning: Option<String> = args.value(&["--reasoning"])?;
+    let tools = args.values(&["--tool"])?;
+    let model: Option<String> = args.value(&["--model"])?;
+    args.finish(0)?;
+
+    let mut script = Script::new();
+    if let Some(reply) = reply {
+        script = script.text(reply);
+    }
+    if let Some(reasoning) = reasoning {
+        script = script.reasoning(reasoning);
+    }
+    if let Some(model) = model {
+        script = script.model(model);
+    }
+    for tool in &tools {
+        let (name, arguments) = tool
+            .split_once('=')
+            .filter(|(name, _)| !name.is_empty())
+            .ok_or_else(|| UsageError(format!("--tool {tool:?}: expected NAME=JSON_ARGS")))?;
+        serde_json::from_str::<serde_json::Value>(arguments)
+            .map_err(|e| UsageError(format!("--tool {name}: arguments are not JSON: {e}")))?;
+        script = script.tool_call(name, arguments);
+    }
+    let mut rules = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let rule: FaultRule = spec
+            .parse()
+            .map_err(|e| UsageError(format!("--fault {spec:?}: {e}")))?;
+        script = script.fault(rule.clone());
+        rules.push((spec, rule));
+    }
+    let addrs = loopback_addrs(&listen)?;
+
+    let server = MockServer::start_on(&addrs[..], script)
+        .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
+    super::logging::init(log::LevelFilter::Info);
+    eprintln!("oai-sse mock listening on {}", server.base_url());
+    let (mut logged, mut chats, mut seen_chats, mut idle_polls) = (0, 0, 0, 0);
+    loop {
+        thread::sleep(POLL);
+        // `requests()` copies the whole history, so look at it only when the cheap chat count
+        // moved, or now and then for other requests.
+        let count = server.chat_request_count();
+        idle_polls += 1;
+        if count == seen_chats && idle_polls < FULL_LOOK_EVERY {
+            continue;
+        }
+        (seen_chats, idle_polls) = (count, 0);
+        for request in server.requests().iter().skip(logged) {
+            log_request(request, &rules, &mut chats);
+            logged += 1;
+        }
+    }
+}
+
+/// The loopback addresses `listen` stands for; anything else is a usage error.
+fn loopback_addrs(listen: &str) -> Result<Vec<SocketAddr>, UsageError> {
+    let with_host;
+    let listen = if listen.parse::<u16>().is_ok() {
+        with_host = format!("127.0.0.1:{listen}");
+        &with_host
+    } else {
+        listen
+    };
+    let addrs: Vec<SocketAddr> = listen
+        .to_socket_addrs()
+        .map_err(|e| UsageError(format!("--listen {listen:?}: {e}")))?
+        .collect();
+    let loopback: Vec<SocketAddr> = addrs
+        .iter()
+        .copied()
+        .filter(|a| a.ip().is_loopback())
+        .collect();
+    if loopback.is_empty() {
+        return Err(UsageError(format!(
+            "--listen {listen}: the mock server listens on loopback addresses only \
+             (127.0.0.1, [::1], localhost)"
+        )));
+    }
+    Ok(loopback)
+}
+
+/// Logs one served request, with the faults the server applied to it (chat requests are
+/// numbered as the fault rules count them).
+fn log_request(request: &RecordedRequest, rules: &[(String, FaultRule)], chats: &mut u64) {
+    let path = request.path.split('?').next().unwrap_or_default();
+    let route = path.strip_prefix("/v1").unwrap_or(path);
+    if request.method != "POST" || route != "/chat/completions" {
+        log::info!("{} {}", request.method, request.path);
+        return;
+    }
+    *chats += 1;
+    let n = *chats;
+    let stream = request
+        .json
+        .as_ref()
+        .and_then(|j| j.get("stream"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let applied: Vec<&str> = rules
+        .iter()
+        .filter(|(_, rule)| rule.applies_to(n))
+        .map(|(spec, _)| spec.as_str())
+        .collect();
+    let faults = if applied.is_empty() {
+        "no fault".to_owned()
+    } else {
+        format!("fault {}", applied.join(" + "))
+    };
+    log::info!(
+        "{} {} (chat request {n}, {}, {faults})",
+        request.method,
+        request.path,
+        if stream { "streamed" } else { "not streamed" }
+    );
+}
