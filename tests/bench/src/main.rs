@@ -1,0 +1,555 @@
+//! The oai-sse benchmark: SSE parsing throughput and allocations against peer crates and a
+//! memchr ceiling, end to end over loopback against the official Python SDK, and binary size.
+//!
+//! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [size]`
+//! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
+
+mod alloc;
+mod contenders;
+mod e2e;
+mod harness;
+mod size;
+mod workloads;
+
+use contenders::{ALL as CONTENDERS, Tally};
+use harness::{Allocs, Timing};
+use std::fmt::Write as _;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use workloads::Feed;
+
+#[global_allocator]
+static GLOBAL: alloc::Counting = alloc::Counting;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sections: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wants = |s: &str| sections.is_empty() || sections.iter().any(|a| *a == s);
+    let filter = |flag: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(flag))
+            .map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+    };
+    let only = Filter {
+        workloads: filter("--workload="),
+        contenders: filter("--only="),
+    };
+    let started = Instant::now();
+    println!("{}", header());
+    if wants("parse") {
+        println!("{}", parse_section(&only));
+    }
+    // The size builds also produce the binary the end-to-end section runs.
+    let builds = if wants("size") || wants("e2e") {
+        Some([size::build(size::DEFAULT), size::build(size::MINIMAL)])
+    } else {
+        None
+    };
+    if wants("e2e") {
+        match &builds {
+            Some([Ok(default), _]) => println!("{}", e2e_section(default)),
+            Some([Err(e), _]) => println!("End to end: skipped, the binary did not build: {e}\n"),
+            None => unreachable!(),
+        }
+    }
+    if let (true, Some(builds)) = (wants("size"), &builds) {
+        println!("{}", size_section(builds));
+    }
+    eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+fn header() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let run = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "Machine: {cpu}, {cores} cores (nproc). Date: {}. {}.\n\
+         Command: `cargo run --release --manifest-path tests/bench/Cargo.toml`\n",
+        run("date", &["-u", "+%Y-%m-%d"]),
+        run("rustc", &["-V"]),
+    )
+}
+
+enum Outcome {
+    Measured {
+        timing: Timing,
+        allocs: Allocs,
+    },
+    Skipped(String),
+    Wrong(String),
+    /// Passed the guard, not timed yet.
+    Pending,
+}
+
+struct Row {
+    workload: &'static str,
+    feed: String,
+    bytes: usize,
+    events: usize,
+    cells: Vec<Outcome>,
+}
+
+impl Row {
+    fn mbps(&self, i: usize) -> Option<f64> {
+        match &self.cells[i] {
+            Outcome::Measured { timing, .. } => {
+                Some(self.bytes as f64 / timing.median.as_secs_f64() / 1e6)
+            }
+            _ => None,
+        }
+    }
+
+    fn index(name: &str) -> usize {
+        CONTENDERS
+            .iter()
+            .position(|c| c.name == name)
+            .expect("known")
+    }
+
+    /// The fastest peer's index and MB/s.
+    fn fastest_peer(&self) -> Option<(usize, f64)> {
+        (0..CONTENDERS.len())
+            .filter(|&i| !CONTENDERS[i].ours && !CONTENDERS[i].ceiling)
+            .filter_map(|i| self.mbps(i).map(|m| (i, m)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    fn ceiling(&self) -> Option<f64> {
+        self.mbps(CONTENDERS.iter().position(|c| c.ceiling).expect("ceiling"))
+    }
+}
+
+/// `--workload=a,b` and `--only=x,y`: run the workloads and contenders whose names contain
+/// one of these (for profiling; the report is then partial).
+struct Filter {
+    workloads: Option<Vec<String>>,
+    contenders: Option<Vec<String>>,
+}
+
+fn keep(filter: &Option<Vec<String>>, name: &str) -> bool {
+    filter
+        .as_ref()
+        .is_none_or(|f| f.iter().any(|s| name.contains(s.as_str())))
+}
+
+fn parse_section(only: &Filter) -> String {
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    for workload in workloads::all() {
+        if !keep(&only.workloads, workload.name) {
+            continue;
+        }
+        notes.push(format!(
+            "- `{}`: {}, {:.1} MB.",
+            workload.name,
+            workload.what,
+            workload.bytes.len() as f64 / 1e6
+        ));
+        for feed in Feed::ALL {
+            let chunks = feed.chunks(&workload.bytes);
+            let want = Tally {
+                events: workload.events,
+                data_bytes: workload.data_bytes,
+            };
+            let mut cells: Vec<Outcome> = CONTENDERS
+                .iter()
+                .map(|c| {
+                    if !keep(&only.contenders, c.name) {
+                        return Outcome::Skipped("not selected".into());
+                    }
+                    match harness::guard(c.run, &chunks) {
+                        Err(why) => Outcome::Skipped(why),
+                        Ok(()) => Outcome::Pending,
+                    }
+                })
+                .collect();
+            let timed: Vec<usize> = (0..CONTENDERS.len())
+                .filter(|&i| matches!(cells[i], Outcome::Pending))
+                .collect();
+            let runs: Vec<_> = timed.iter().map(|&i| CONTENDERS[i].run).collect();
+            eprintln!(
+                "{} / {}: timing {} contenders",
+                workload.name,
+                feed.label(),
+                runs.len()
+            );
+            for (&i, (tally, timing)) in timed.iter().zip(harness::measure(&runs, &chunks)) {
+                let c = &CONTENDERS[i];
+                if c.ours {
+                    assert_eq!(tally, want, "{} on {}", c.name, workload.name);
+                }
+                cells[i] = if !c.ceiling && tally != want {
+                    Outcome::Wrong(format!(
+                        "wrong: {} events / {} data bytes, expected {} / {}",
+                        tally.events, tally.data_bytes, want.events, want.data_bytes
+                    ))
+                } else {
+                    let allocs = harness::allocations(c.run, &chunks);
+                    Outcome::Measured { timing, allocs }
+                };
+            }
+            for (c, outcome) in CONTENDERS.iter().zip(&cells) {
+                eprint!("{:>10} {:>11} {:<20}", workload.name, feed.label(), c.name);
+                match outcome {
+                    Outcome::Measured { timing, .. } => eprintln!(
+                        " {:>9.3} ms ±{:.0}% ({} runs)",
+                        timing.median.as_secs_f64() * 1e3,
+                        timing.spread * 100.0,
+                        timing.runs
+                    ),
+                    Outcome::Skipped(why) | Outcome::Wrong(why) => eprintln!(" {why}"),
+                    Outcome::Pending => unreachable!(),
+                }
+            }
+            rows.push(Row {
+                workload: workload.name,
+                feed: feed.label(),
+                bytes: workload.bytes.len(),
+                events: workload.events,
+                cells,
+            });
+        }
+    }
+    let mut out = String::new();
+    let names: Vec<&str> = CONTENDERS.iter().map(|c| c.name).collect();
+    let head = |out: &mut String, first: &str| {
+        let _ = writeln!(out, "| {first} | {} |", names.join(" | "));
+        let _ = writeln!(out, "|---|---|{}", "---:|".repeat(names.len()));
+    };
+    let _ = writeln!(
+        out,
+        "### SSE parsing\n\nWorkloads (generated deterministically):\n{}\n",
+        notes.join("\n")
+    );
+    let _ = writeln!(
+        out,
+        "Throughput in MB/s (10^6 bytes of stream per second; median, ± half the interquartile range):\n"
+    );
+    head(&mut out, "workload | feed");
+    let mut footnotes: Vec<String> = Vec::new();
+    for row in &rows {
+        let cells: Vec<String> = (0..CONTENDERS.len())
+            .map(|i| match &row.cells[i] {
+                Outcome::Measured { timing, .. } => format!(
+                    "{} ±{:.0}%",
+                    fmt_mbps(row.mbps(i).unwrap_or_default()),
+                    timing.spread * 100.0
+                ),
+                Outcome::Pending => unreachable!(),
+                Outcome::Skipped(why) | Outcome::Wrong(why) => {
+                    footnotes.push(format!(
+                        "{} on {} / {}: {why}",
+                        CONTENDERS[i].name, row.workload, row.feed
+                    ));
+                    format!("n/a [{}]", footnotes.len())
+                }
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.workload,
+            row.feed,
+            cells.join(" | ")
+        );
+    }
+    for (i, note) in footnotes.iter().enumerate() {
+        let _ = writeln!(out, "\n[{}] {note}", i + 1);
+    }
+    let _ = writeln!(
+        out,
+        "\nTime per event in ns (median; for the ceiling, per event of the stream):\n"
+    );
+    head(&mut out, "workload | feed");
+    for row in &rows {
+        let cells: Vec<String> = (0..CONTENDERS.len())
+            .map(|i| match &row.cells[i] {
+                Outcome::Measured { timing, .. } => {
+                    format!(
+                        "{:.0}",
+                        timing.median.as_secs_f64() * 1e9 / row.events as f64
+                    )
+                }
+                _ => "n/a".into(),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.workload,
+            row.feed,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\noai-sse against the fastest peer and the memchr ceiling (throughput ratios):\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | feed | fastest peer | EventReader ÷ peer | Parser ÷ peer | EventReader ÷ ceiling | Parser ÷ ceiling |\n|---|---|---|---:|---:|---:|---:|"
+    );
+    let reader = Row::index("oai-sse EventReader");
+    let parser = Row::index("oai-sse Parser");
+    let ratio = |a: Option<f64>, b: Option<f64>, pct: bool| match (a, b) {
+        (Some(a), Some(b)) if pct => format!("{:.0}%", a / b * 100.0),
+        (Some(a), Some(b)) => format!("{:.2}x", a / b),
+        _ => "n/a".into(),
+    };
+    for row in &rows {
+        let peer = row.fastest_peer();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            row.workload,
+            row.feed,
+            peer.map_or("none", |(i, _)| CONTENDERS[i].name),
+            ratio(row.mbps(reader), peer.map(|p| p.1), false),
+            ratio(row.mbps(parser), peer.map(|p| p.1), false),
+            ratio(row.mbps(reader), row.ceiling(), true),
+            ratio(row.mbps(parser), row.ceiling(), true),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nHeap allocations per event, whole pass / steady state (the second half of the stream \
+         only, so start-up buffers do not count):\n"
+    );
+    head(&mut out, "workload | feed");
+    for row in &rows {
+        let cells: Vec<String> = (0..CONTENDERS.len())
+            .map(|i| match &row.cells[i] {
+                Outcome::Measured { allocs, .. } if !CONTENDERS[i].ceiling => {
+                    format!(
+                        "{} / {}",
+                        fmt_count(allocs.per_event),
+                        fmt_count(allocs.steady)
+                    )
+                }
+                Outcome::Measured { .. } => "0 / 0".into(),
+                _ => "n/a".into(),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.workload,
+            row.feed,
+            cells.join(" | ")
+        );
+    }
+    let _ = writeln!(out, "\n{}", parse_targets(&rows, reader, parser));
+    out
+}
+
+fn parse_targets(rows: &[Row], reader: usize, parser: usize) -> String {
+    let mut out =
+        String::from("Targets (EventReader, the API the client uses; Parser in brackets):\n");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for row in rows {
+        let peer = row.fastest_peer().map(|p| p.1);
+        let ceiling = row.ceiling();
+        let r = row.mbps(reader);
+        let p = row.mbps(parser);
+        let x = |a: Option<f64>, b: Option<f64>| a.zip(b).map_or(0.0, |(a, b)| a / b);
+        if row.workload.starts_with("chat") {
+            let _ = writeln!(
+                out,
+                "- {} / {}: ≥ 2x fastest peer: {} ({:.2}x [{:.2}x]); ≥ 25% of ceiling: {} ({:.0}% [{:.0}%])",
+                row.workload,
+                row.feed,
+                verdict(x(r, peer) >= 2.0),
+                x(r, peer),
+                x(p, peer),
+                verdict(x(r, ceiling) >= 0.25),
+                x(r, ceiling) * 100.0,
+                x(p, ceiling) * 100.0,
+            );
+        } else if row.workload == "long" {
+            let _ = writeln!(
+                out,
+                "- long / {}: ≥ 50% of ceiling: {} ({:.0}% [{:.0}%])",
+                row.feed,
+                verdict(x(r, ceiling) >= 0.5),
+                x(r, ceiling) * 100.0,
+                x(p, ceiling) * 100.0,
+            );
+        }
+    }
+    let steady: Vec<String> = rows
+        .iter()
+        .filter_map(|row| match &row.cells[reader] {
+            Outcome::Measured { allocs, .. } if allocs.steady > 0.0 => Some(format!(
+                "{} / {}: {}",
+                row.workload,
+                row.feed,
+                fmt_count(allocs.steady)
+            )),
+            _ => None,
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "- 0 allocations per event in steady state through EventReader on every workload and feed: {}{}",
+        verdict(steady.is_empty()),
+        if steady.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", steady.join(", "))
+        }
+    );
+    out
+}
+
+fn fmt_mbps(mbps: f64) -> String {
+    if mbps >= 100.0 {
+        format!("{mbps:.0}")
+    } else {
+        format!("{mbps:.1}")
+    }
+}
+
+fn fmt_count(n: f64) -> String {
+    if n == 0.0 {
+        "0".into()
+    } else if n < 0.01 {
+        format!("{n:.4}")
+    } else {
+        format!("{n:.2}")
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
+fn fmt_us(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
+
+fn fmt_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+fn e2e_section(build: &size::Build) -> String {
+    let mut out = String::from("### End to end over loopback\n\n");
+    let _ = writeln!(
+        out,
+        "The mock server (`oai_sse::mock::MockServer`, in the benchmark process) streams \"word\" \
+         {} and {} times, one `chat.completion.chunk` per word, as fast as the client reads. \
+         Client only: the child's CPU time (user + sys) from `wait4`, its peak RSS from its `VmHWM` \
+         (polled every millisecond). Marginal CPU per \
+         chunk = (CPU at {}k − CPU at {}k) / {}k, so process start-up cancels out.\n",
+        e2e::SHORT,
+        e2e::LONG,
+        e2e::LONG / 1000,
+        e2e::SHORT / 1000,
+        (e2e::LONG - e2e::SHORT) / 1000
+    );
+    eprintln!("end to end: oai-sse");
+    let ours = e2e::oai_sse(&build.binary);
+    eprintln!("end to end: Python SDK");
+    let python = e2e::python_sdk().and_then(|p| e2e::python(&p));
+    let _ = writeln!(
+        out,
+        "| client | runs | wall, 50k chunks | CPU, 50k chunks | CPU per chunk (whole run) | CPU per chunk (marginal) | peak RSS, 10k | peak RSS, 50k |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for client in [&ours, &python] {
+        match client {
+            Ok(c) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    c.name,
+                    c.runs,
+                    fmt_ms(c.long.wall),
+                    fmt_ms(c.long.cpu),
+                    fmt_us(c.cpu_per_chunk()),
+                    fmt_us(c.marginal_cpu_per_chunk()),
+                    fmt_mib(c.short.max_rss_kib),
+                    fmt_mib(c.long.max_rss_kib),
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| skipped: {e} | | | | | | | |");
+            }
+        }
+    }
+    let _ = writeln!(out);
+    if let Ok(ours) = &ours {
+        if let Ok(py) = &python {
+            let whole = py.cpu_per_chunk().as_secs_f64() / ours.cpu_per_chunk().as_secs_f64();
+            let marginal = py.marginal_cpu_per_chunk().as_secs_f64()
+                / ours.marginal_cpu_per_chunk().as_secs_f64().max(1e-12);
+            let _ = writeln!(
+                out,
+                "- CPU per chunk ≤ 1/10 of the Python SDK's: {} (Python uses {whole:.0}x the CPU per \
+                 chunk over the whole run, {marginal:.0}x per marginal chunk)",
+                if whole >= 10.0 && marginal >= 10.0 {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "- CPU against the Python SDK: not measured (see the table)"
+            );
+        }
+        let rss = ours.long.max_rss_kib;
+        let grown = ours.long.max_rss_kib.saturating_sub(ours.short.max_rss_kib);
+        let text_kib = ((e2e::LONG - e2e::SHORT) * 5) as u64 / 1024;
+        let _ = writeln!(
+            out,
+            "- peak RSS under 8 MiB at 50k chunks: {} ({}); growth from 10k to 50k: {grown} KiB, \
+             against {text_kib} KiB more aggregated text",
+            if rss < 8 * 1024 { "met" } else { "MISSED" },
+            fmt_mib(rss),
+        );
+    }
+    out
+}
+
+fn size_section(builds: &[Result<size::Build, String>; 2]) -> String {
+    let mut out = String::from(
+        "### Size and footprint\n\n| build | stripped release binary | crates in the build (`cargo tree -e normal`) | target |\n|---|---:|---:|---|\n",
+    );
+    let limits = [3_000_000, 1_200_000];
+    for (build, limit) in builds.iter().zip(limits) {
+        match build {
+            Ok(b) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.2} MB ({:.2} MiB, {} bytes) | {} | < {:.1} MB: {} |",
+                    b.label,
+                    b.bytes as f64 / 1e6,
+                    b.bytes as f64 / f64::from(1 << 20),
+                    b.bytes,
+                    b.crates,
+                    limit as f64 / 1e6,
+                    if b.bytes < limit { "met" } else { "MISSED" }
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(out, "| build failed: {e} | | | |");
+            }
+        }
+    }
+    out
+}
