@@ -127,6 +127,9 @@ pub struct Parser {
     id_buffer: String,
     /// The last event ID committed at a dispatch.
     last_event_id: String,
+    /// An `id` field arrived since the last dispatch (most streams never send one, so the
+    /// dispatch skips comparing the two ID buffers).
+    id_dirty: bool,
     comment: String,
     retry: Option<u64>,
     ready: Ready,
@@ -170,6 +173,7 @@ impl Parser {
             event_type: String::new(),
             id_buffer: String::new(),
             last_event_id: String::new(),
+            id_dirty: false,
             comment: String::new(),
             retry: None,
             ready: Ready::None,
@@ -243,6 +247,7 @@ impl Parser {
         // The id buffer goes back to the last committed id: an id field of a discarded event
         // never took effect.
         self.id_buffer.clone_from(&self.last_event_id);
+        self.id_dirty = false;
         discarded
     }
 
@@ -399,6 +404,7 @@ impl Parser {
             b"id" if !value.contains(&0) => {
                 self.id_buffer.clear();
                 push_lossy(&mut self.id_buffer, value);
+                self.id_dirty = true;
             }
             b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
                 let ms = value.iter().fold(0u64, |ms, digit| {
@@ -414,7 +420,7 @@ impl Parser {
     }
 
     fn dispatch(&mut self) {
-        if self.last_event_id != self.id_buffer {
+        if std::mem::take(&mut self.id_dirty) && self.last_event_id != self.id_buffer {
             self.last_event_id.clone_from(&self.id_buffer);
         }
         if self.data.is_empty() {
