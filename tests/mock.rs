@@ -620,3 +620,44 @@ fn fault_specs() {
         assert!(err.to_string().starts_with(message), "{text}: {err}");
     }
 }
+
+#[test]
+fn recorded_requests_are_bounded_and_numbered() {
+    use oai_sse::mock::MAX_RECORDED_REQUESTS;
+    let server = MockServer::start(Script::new()).expect("start");
+    let extra = 5;
+    let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..MAX_RECORDED_REQUESTS + extra {
+        std::io::Write::write_all(&mut stream, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
+        // Read the whole response (Content-Length framed) before the next request.
+        let mut len = 0;
+        loop {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; len];
+        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+    }
+    let total = (MAX_RECORDED_REQUESTS + extra) as u64;
+    assert_eq!(server.request_count(), total);
+    assert_eq!(server.requests().len(), MAX_RECORDED_REQUESTS);
+    let (new, seen) = server.requests_since(total - 2);
+    assert_eq!(seen, total);
+    assert_eq!(
+        new.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [total - 1, total]
+    );
+    let (all_kept, _) = server.requests_since(0);
+    assert_eq!(all_kept.first().map(|(n, _)| *n), Some(extra as u64 + 1));
+}

@@ -80,8 +80,6 @@ pub const TAKES_VALUE: &[&str] = &[
 
 /// How often new requests are looked for, to log them.
 const POLL: Duration = Duration::from_millis(50);
-/// Polls between looks for requests other than chat completions.
-const FULL_LOOK_EVERY: u32 = 10;
 
 pub fn run(mut args: Args) -> Result<(), Failure> {
     let listen: String = args
@@ -127,21 +125,14 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
     super::logging::init(log::LevelFilter::Info);
     eprintln!("oai-sse mock listening on {}", server.base_url());
-    let (mut logged, mut chats, mut seen_chats, mut idle_polls) = (0, 0, 0, 0);
+    let (mut seen, mut chats) = (0, 0);
     loop {
         thread::sleep(POLL);
-        // `requests()` copies the whole history, so look at it only when the cheap chat count
-        // moved, or now and then for other requests.
-        let count = server.chat_request_count();
-        idle_polls += 1;
-        if count == seen_chats && idle_polls < FULL_LOOK_EVERY {
-            continue;
-        }
-        (seen_chats, idle_polls) = (count, 0);
-        for request in server.requests().iter().skip(logged) {
+        let (new, total) = server.requests_since(seen);
+        for (_, request) in &new {
             log_request(request, &rules, &mut chats);
-            logged += 1;
         }
+        seen = total;
     }
 }
 

@@ -126,12 +126,33 @@ impl RecordedRequest {
     }
 }
 
+/// Most requests a server keeps for [`MockServer::requests`]; older ones are dropped so a
+/// long-running `oai-sse mock` does not grow without bound.
+pub const MAX_RECORDED_REQUESTS: usize = 1000;
+
+/// The recorded requests: the last [`MAX_RECORDED_REQUESTS`] and how many there were.
+#[derive(Debug, Default)]
+struct Recorded {
+    kept: std::collections::VecDeque<RecordedRequest>,
+    total: u64,
+}
+
+impl Recorded {
+    fn push(&mut self, request: RecordedRequest) {
+        if self.kept.len() == MAX_RECORDED_REQUESTS {
+            self.kept.pop_front();
+        }
+        self.kept.push_back(request);
+        self.total += 1;
+    }
+}
+
 #[derive(Debug)]
 struct Shared {
     script: Script,
     stop: AtomicBool,
     chat_requests: AtomicU64,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<Recorded>,
     /// Clones of open connections, so stop can shut them down.
     open: Mutex<Vec<(u64, TcpStream)>>,
 }
@@ -166,7 +187,7 @@ impl MockServer {
             script,
             stop: AtomicBool::new(false),
             chat_requests: AtomicU64::new(0),
-            requests: Mutex::new(Vec::new()),
+            requests: Mutex::new(Recorded::default()),
             open: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
@@ -190,9 +211,29 @@ impl MockServer {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Every request so far, in arrival order.
+    /// The requests so far, in arrival order: all of them, or the last
+    /// [`MAX_RECORDED_REQUESTS`] in a long-running server.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests).kept.iter().cloned().collect()
+    }
+
+    /// Requests of any kind so far (also those no longer kept).
+    pub fn request_count(&self) -> u64 {
+        lock(&self.shared.requests).total
+    }
+
+    /// The requests after the first `seen` that are still kept, each with its 1-based number,
+    /// and the total so far: poll this to follow a long-running server without copying its
+    /// whole history.
+    pub fn requests_since(&self, seen: u64) -> (Vec<(u64, RecordedRequest)>, u64) {
+        let recorded = lock(&self.shared.requests);
+        let first = recorded.total - recorded.kept.len() as u64 + 1;
+        let new = (first..)
+            .zip(&recorded.kept)
+            .filter(|(n, _)| *n > seen)
+            .map(|(n, r)| (n, r.clone()))
+            .collect();
+        (new, recorded.total)
     }
 
     /// Chat completion requests so far (the count faults are scheduled by).
