@@ -626,19 +626,20 @@ fn recorded_requests_are_bounded_and_numbered() {
     use oai_sse::mock::MAX_RECORDED_REQUESTS;
     let server = MockServer::start(Script::new()).expect("start");
     let extra = 5;
-    let mut stream = std::net::TcpStream::connect(server.addr()).expect("connect");
+    let mut stream = TcpStream::connect(server.addr()).expect("connect");
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
     for _ in 0..MAX_RECORDED_REQUESTS + extra {
-        std::io::Write::write_all(&mut stream, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        stream
+            .write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
             .unwrap();
         // Read the whole response (Content-Length framed) before the next request.
         let mut len = 0;
         loop {
             let mut line = String::new();
-            std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+            reader.read_line(&mut line).unwrap();
             if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                 len = v.trim().parse().unwrap();
             }
@@ -647,7 +648,7 @@ fn recorded_requests_are_bounded_and_numbered() {
             }
         }
         let mut body = vec![0; len];
-        std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+        reader.read_exact(&mut body).unwrap();
     }
     let total = (MAX_RECORDED_REQUESTS + extra) as u64;
     assert_eq!(server.request_count(), total);
