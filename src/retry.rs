@@ -193,7 +193,9 @@ impl RetryPolicy {
         let spread = 1.0 - jitter + 2.0 * jitter * rng.next_f64();
         let secs = (base * spread).min(self.max_delay.as_secs_f64());
         // `secs` is finite and non-negative here, but guard against a NaN factor anyway.
-        Duration::try_from_secs_f64(secs).unwrap_or(self.max_delay)
+        // Converting back can round up past a `max_delay` with more precision than an f64
+        // holds, so cap again.
+        Duration::try_from_secs_f64(secs).map_or(self.max_delay, |d| d.min(self.max_delay))
     }
 }
 
@@ -216,7 +218,7 @@ pub fn server_delay(
             .then(|| Duration::try_from_secs_f64(secs).ok())
             .flatten();
     }
-    let at = parse_http_date(value)?;
+    let at = parse_http_date(value, now)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -231,7 +233,9 @@ pub fn should_retry_header(value: Option<&str>) -> Option<bool> {
 
 /// Parses the three HTTP date formats: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`),
 /// RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
-pub fn parse_http_date(text: &str) -> Option<SystemTime> {
+/// `now` places RFC 850's two-digit years (RFC 9110 §5.6.7: a year more than 50 years in the
+/// future is the most recent past year with those digits).
+pub fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
     let words: Vec<&str> = text
         .split([' ', ',', '-'])
         .filter(|w| !w.is_empty())
@@ -247,11 +251,18 @@ pub fn parse_http_date(text: &str) -> Option<SystemTime> {
     };
     let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
     let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
-    let mut year: i64 = year.parse().ok()?;
+    // HTTP dates have four-digit years (two in RFC 850); a longer one is garbage, and would
+    // overflow the day arithmetic below.
+    let mut year: i64 = year.parse().ok().filter(|y| (0..=9999).contains(y))?;
     if year < 100 {
-        // RFC 850's two-digit years: RFC 9110 says to read a year more than 50 years in the
-        // future as the most recent past year with those digits.
-        year += if year < 70 { 2000 } else { 1900 };
+        let this_year = 1970
+            + now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| (d.as_secs() / 31_556_952) as i64);
+        year += this_year - this_year % 100;
+        if year > this_year + 50 {
+            year -= 100;
+        }
     }
     let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
@@ -794,12 +805,37 @@ mod tests {
         ];
         for (text, secs) in table {
             assert_eq!(
-                parse_http_date(text),
+                parse_http_date(text, UNIX_EPOCH),
                 Some(UNIX_EPOCH + Duration::from_secs(secs)),
                 "{text}"
             );
         }
-        assert_eq!(parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT"), None);
+        assert_eq!(
+            parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT", UNIX_EPOCH),
+            None
+        );
+        assert_eq!(
+            parse_http_date("Wed, 01 Jan 99999999999999 00:00:00 GMT", UNIX_EPOCH),
+            None
+        );
+    }
+
+    #[test]
+    fn two_digit_years_follow_the_fifty_year_rule() {
+        let year_2026 = UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01
+        let table = [
+            ("76", 2076),
+            ("77", 1977),
+            ("00", 2000),
+            ("26", 2026),
+            ("99", 1999),
+        ];
+        for (yy, year) in table {
+            let text = format!("Thursday, 01-Jan-{yy} 00:00:00 GMT");
+            let parsed = parse_http_date(&text, year_2026).expect("valid date");
+            let want = parse_http_date(&format!("Thu, 01 Jan {year} 00:00:00 GMT"), year_2026);
+            assert_eq!(Some(parsed), want, "{yy}");
+        }
     }
 
     #[test]

@@ -760,7 +760,7 @@ fn imf_fixdate_helper_matches_the_parser() {
     for secs in [0, 951_825_600, 1_795_953_600, 4_102_444_799] {
         let t = epoch + Duration::from_secs(secs);
         assert_eq!(
-            oai_sse::retry::parse_http_date(&imf_fixdate(t)),
+            oai_sse::retry::parse_http_date(&imf_fixdate(t), epoch),
             Some(t),
             "{}",
             imf_fixdate(t)

@@ -286,4 +286,26 @@ fn finish_reports_discarded_event() {
     let mut parser = Parser::new();
     parser.feed(b"data: whole\n\n").unwrap();
     assert!(!parser.finish());
+    // Bytes held back as a possible BOM are an unterminated line too (found by fuzzing).
+    for partial_bom in [&b"\xEF"[..], b"\xEF\xBB"] {
+        let mut parser = Parser::new();
+        parser.feed(partial_bom).unwrap();
+        assert!(parser.finish(), "{partial_bom:?}");
+    }
+}
+
+#[test]
+fn event_limit_counts_replaced_invalid_utf8() {
+    // Each invalid byte becomes a 3-byte U+FFFD: 30 of them are 90 bytes of data, over a
+    // 64-byte limit although the raw line is only 36 bytes (found by fuzzing).
+    let limits = oai_sse::sse::Limits {
+        max_line_len: 1024,
+        max_event_len: 64,
+    };
+    let mut parser = Parser::with_limits(limits);
+    let mut stream = b"data: ".to_vec();
+    stream.extend([0xFF; 30]);
+    stream.extend(b"\n\n");
+    let err = parser.feed(&stream).expect_err("over the event limit");
+    assert_eq!(err, oai_sse::sse::SseError::EventTooLarge { limit: 64 });
 }

@@ -234,7 +234,9 @@ impl Parser {
     /// line. Returns whether anything was discarded. The parser is ready for a new stream
     /// afterwards (the last event ID and retry time are kept, as a reconnecting client would).
     pub fn finish(&mut self) -> bool {
+        // Bytes held back as a possible BOM are the start of an unterminated line too.
         let discarded = !self.line.is_empty()
+            || matches!(self.bom, Bom::Matched(seen) if seen > 0)
             || (!self.clear_pending && (!self.data.is_empty() || !self.event_type.is_empty()));
         self.line.clear();
         self.data.clear();
@@ -388,13 +390,16 @@ impl Parser {
         };
         match name {
             b"data" => {
+                // Count the value as it will be stored: one invalid byte becomes a 3-byte
+                // U+FFFD. Valid text is borrowed here, not copied.
+                let value = String::from_utf8_lossy(value);
                 let len = self.data.len() + value.len() + 1;
                 if len > self.limits.max_event_len {
                     return Err(SseError::EventTooLarge {
                         limit: self.limits.max_event_len,
                     });
                 }
-                push_lossy(&mut self.data, value);
+                self.data.push_str(&value);
                 self.data.push('\n');
             }
             b"event" => {
