@@ -486,7 +486,7 @@ impl Client {
         }
         let mut streaming = request.clone();
         streaming.stream = Some(true);
-        let usage_requested = streaming.usage_requested();
+        let expect = (streaming.usage_requested(), streaming.choices_requested());
         let body = serde_json::to_vec(&streaming)
             .map_err(|e| Error::Config(format!("request does not serialize: {e}")))?;
         let mut rng = options
@@ -500,7 +500,7 @@ impl Client {
             let agent = self.inner.agent_config.new_agent();
             watchdog.arm(&agent);
             let mut delivered = false;
-            let result = self.attempt(&agent, &body, usage_requested, &watchdog, &mut |event| {
+            let result = self.attempt(&agent, &body, expect, &watchdog, &mut |event| {
                 delivered = true;
                 on_event(event);
             });
@@ -584,7 +584,7 @@ impl Client {
         &self,
         agent: &ureq::Agent,
         body: &[u8],
-        usage_requested: bool,
+        expect: (bool, u32),
         watchdog: &Watchdog,
         on_event: &mut dyn FnMut(&StreamEvent<'_>),
     ) -> Result<ChatResponse, Error> {
@@ -635,7 +635,7 @@ impl Client {
             })));
         }
         match content_type.as_str() {
-            "text/event-stream" | "" => self.read_stream(body, usage_requested, watchdog, on_event),
+            "text/event-stream" | "" => self.read_stream(body, expect, watchdog, on_event),
             "application/json" => {
                 // A server that ignored `stream: true` sends the whole completion at once.
                 let limit = inner.chat_limits.max_response_bytes as u64 + MAX_ERROR_BODY;
@@ -658,12 +658,13 @@ impl Client {
     fn read_stream(
         &self,
         body: impl Read,
-        usage_requested: bool,
+        (usage_requested, choices): (bool, u32),
         watchdog: &Watchdog,
         on_event: &mut dyn FnMut(&StreamEvent<'_>),
     ) -> Result<ChatResponse, Error> {
         let inner = &self.inner;
-        let mut accumulator = Accumulator::with_limits(usage_requested, inner.chat_limits);
+        let mut accumulator =
+            Accumulator::with_limits(usage_requested, inner.chat_limits).expect_choices(choices);
         let source = BufReader::with_capacity(READ_BUFFER, body);
         let mut events = EventReader::with_limits(source, inner.sse_limits);
         loop {

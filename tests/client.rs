@@ -599,3 +599,31 @@ fn connection_refused_keeps_its_kind() {
         .expect_err("refused");
     assert_eq!(err.kind(), FailureKind::ConnectionRefused, "{err:?}");
 }
+
+#[test]
+fn n_choices_streamed_one_after_another_are_all_kept() {
+    let c = |i: u32, text: &str, finish: &str| {
+        chunk_event(&format!(
+            "{{\"index\":{i},\"delta\":{{\"content\":\"{text}\"}},\"finish_reason\":{finish}}}"
+        ))
+    };
+    // Choice 0 finishes before choice 1 starts, and no [DONE] follows: with n = 2 the client
+    // must not stop after the first finish.
+    let body = [c(0, "first", "\"stop\""), c(1, "second", "\"stop\"")].concat();
+    let server = serve(1, move |_, stream, _| {
+        send(stream, SSE_CHUNKED_HEAD.as_bytes());
+        send(stream, &chunk(body.as_bytes()));
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut request = request();
+    request.extra.insert("n".into(), 2.into());
+    let start = Instant::now();
+    let response = client(&server.base_url()).chat(&request).expect("success");
+    assert_eq!(response.choices.len(), 2);
+    assert_eq!(response.choices[1].message.text(), "second");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "returned without waiting for the close"
+    );
+    assert_eq!(request_json(&server.requests.lock().unwrap()[0])["n"], 2);
+}

@@ -174,6 +174,9 @@ pub struct Accumulator {
     budget: Budget,
     done: bool,
     has_output: bool,
+    /// Choices the request asked for (`n`): a server may stream them one after another, so
+    /// the stream is not complete before this many have finished.
+    expected_choices: usize,
 }
 
 /// One choice being aggregated.
@@ -250,6 +253,7 @@ impl Accumulator {
             },
             done: false,
             has_output: false,
+            expected_choices: 1,
         }
     }
 
@@ -305,6 +309,13 @@ impl Accumulator {
         self.done || (self.all_finished() && (!self.usage_requested || self.usage.is_some()))
     }
 
+    /// Expects `n` choices (the request's `n`, default 1): completion without `[DONE]` then
+    /// waits until that many have finished, for servers that stream choices one by one.
+    pub fn expect_choices(mut self, n: u32) -> Self {
+        self.expected_choices = (n.max(1) as usize).min(self.limits.max_choices as usize);
+        self
+    }
+
     /// Whether any content, reasoning, refusal or tool-call delta has been delivered.
     pub fn has_output(&self) -> bool {
         self.has_output
@@ -337,7 +348,8 @@ impl Accumulator {
     }
 
     fn all_finished(&self) -> bool {
-        !self.choices.is_empty() && self.choices.iter().all(|c| c.finish_reason.is_some())
+        self.choices.len() >= self.expected_choices
+            && self.choices.iter().all(|c| c.finish_reason.is_some())
     }
 
     fn progress(&self) -> Progress {
@@ -654,6 +666,36 @@ pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, ChatEr
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sequential_choices_complete_only_when_all_n_finished() {
+        let chunk = |i: u32, delta: &str, finish: &str| {
+            format!(r#"{{"choices":[{{"index":{i},"delta":{delta},"finish_reason":{finish}}}]}}"#)
+        };
+        let mut acc = super::Accumulator::new(false).expect_choices(2);
+        let mut sink = |_: &super::StreamEvent<'_>| {};
+        for (data, want) in [
+            (
+                chunk(0, r#"{"content":"a"}"#, "null"),
+                super::Progress::Continue,
+            ),
+            (chunk(0, "{}", r#""stop""#), super::Progress::Continue),
+            (
+                chunk(1, r#"{"content":"b"}"#, "null"),
+                super::Progress::Continue,
+            ),
+            (chunk(1, "{}", r#""stop""#), super::Progress::Complete),
+        ] {
+            assert_eq!(
+                acc.push_event("message", &data, &mut sink),
+                Ok(want),
+                "{data}"
+            );
+        }
+        let response = acc.finish().expect("complete");
+        assert_eq!(response.choices.len(), 2);
+        assert_eq!(response.choices[1].message.text(), "b");
+    }
+
     use super::*;
     use crate::chat::OwnedStreamEvent as E;
     use serde_json::json;

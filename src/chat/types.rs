@@ -135,6 +135,14 @@ impl ChatRequest {
     pub fn usage_requested(&self) -> bool {
         self.stream_options.is_some_and(|o| o.include_usage)
     }
+
+    /// The number of choices asked for (`n`, passed through `extra`; 1 when absent).
+    pub fn choices_requested(&self) -> u32 {
+        self.extra
+            .get("n")
+            .and_then(serde_json::Value::as_u64)
+            .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
