@@ -312,7 +312,12 @@ impl Parser {
                 }
             }
             let rest = &input[pos..];
-            let Some(len) = memchr2(b'\n', b'\r', rest) else {
+            // A blank line ends nearly every event: skip the scan for it.
+            let found = match rest[0] {
+                b'\n' | b'\r' => Some(0),
+                _ => memchr2(b'\n', b'\r', rest),
+            };
+            let Some(len) = found else {
                 self.buffer_partial_line(rest)?;
                 return Ok(input.len());
             };
@@ -379,7 +384,13 @@ impl Parser {
             self.dispatch();
             return Ok(());
         }
-        let (name, value) = match memchr::memchr(b':', line) {
+        // Most lines are `data:`: no need to search for their colon.
+        let colon = if line.starts_with(b"data:") {
+            Some(4)
+        } else {
+            memchr::memchr(b':', line)
+        };
+        let (name, value) = match colon {
             Some(0) => {
                 self.comment.clear();
                 push_lossy(&mut self.comment, strip_one_space(&line[1..]));
