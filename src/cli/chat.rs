@@ -53,6 +53,7 @@ pub const TAKES_VALUE: &[&str] = &[
 ];
 
 struct Settings {
+    verbose: bool,
     base_url: String,
     request: ChatRequest,
     json: bool,
@@ -92,7 +93,7 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     let request_file = args.value::<String>(&["--request"])?;
     let json = args.flag(&["--json"])?;
     let quiet = args.flag(&["--quiet", "-q"])?;
-    args.flag(&["-v", "--verbose"])?; // read by the logger setup in cli::main
+    let verbose = args.flag(&["-v", "--verbose"])?;
     let connect = seconds(&mut args, "--connect-timeout")?;
     let first_byte = seconds(&mut args, "--first-byte-timeout")?;
     let idle = seconds(&mut args, "--idle-timeout")?;
@@ -142,6 +143,7 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
         request.temperature = Some(t);
     }
     Ok(Settings {
+        verbose,
         base_url,
         request,
         json,
@@ -163,6 +165,13 @@ fn read_stdin() -> Result<String, Failure> {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     let settings = parse(args)?;
+    // Retry lines are printed here, so the library's retry warnings stay quiet unless asked
+    // for with -v or RUST_LOG.
+    super::logging::init(if settings.verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Error
+    });
     let mut builder = Client::builder()
         .base_url(&settings.base_url)
         .retry_policy(settings.retry.clone());

@@ -11,7 +11,6 @@ mod mock;
 mod parse;
 
 use args::{Args, UsageError};
-use log::LevelFilter;
 use std::io;
 use std::process::ExitCode;
 
@@ -52,28 +51,24 @@ impl From<io::Error> for Failure {
     }
 }
 
+/// A subcommand: its help text, the options that take a value, and its body.
+type Command = (
+    &'static str,
+    &'static [&'static str],
+    fn(Args) -> Result<(), Failure>,
+);
+
 pub fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     let command = raw.next();
     let rest: Vec<String> = raw.collect();
-    let wants_help = rest.iter().any(|a| a == "--help" || a == "-h");
-    let (help, result) = match command.as_deref() {
-        Some("parse") => (parse::HELP, with_args(rest, &["--chunk-size"], parse::run)),
-        Some("chat") => {
-            // Retry lines are printed by the command itself, so the library's retry warnings
-            // stay quiet unless asked for with -v or RUST_LOG.
-            let verbose = rest.iter().any(|a| a == "-v" || a == "--verbose");
-            logging::init(if verbose {
-                LevelFilter::Debug
-            } else {
-                LevelFilter::Error
-            });
-            (chat::HELP, with_args(rest, chat::TAKES_VALUE, chat::run))
-        }
+    let (help, takes_value, run): Command = match command.as_deref() {
+        Some("parse") => (parse::HELP, &["--chunk-size"], parse::run),
+        Some("chat") => (chat::HELP, chat::TAKES_VALUE, chat::run),
         #[cfg(feature = "mock")]
-        Some("demo") => (demo::HELP, with_args(rest, demo::TAKES_VALUE, demo::run)),
+        Some("demo") => (demo::HELP, demo::TAKES_VALUE, demo::run),
         #[cfg(feature = "mock")]
-        Some("mock") => (mock::HELP, with_args(rest, mock::TAKES_VALUE, mock::run)),
+        Some("mock") => (mock::HELP, mock::TAKES_VALUE, mock::run),
         #[cfg(not(feature = "mock"))]
         Some(command @ ("demo" | "mock")) => {
             eprintln!("oai-sse: {command}: oai-sse was built without the mock feature");
@@ -96,10 +91,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if wants_help {
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
         println!("{help}");
         return ExitCode::SUCCESS;
     }
+    let result = Args::parse(rest, takes_value)
+        .map_err(Failure::from)
+        .and_then(run);
     match result {
         Ok(()) | Err(Failure::StdoutClosed) => ExitCode::SUCCESS,
         Err(Failure::Usage(err)) => {
@@ -114,15 +112,4 @@ pub fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-fn with_args(
-    raw: Vec<String>,
-    takes_value: &[&str],
-    run: fn(Args) -> Result<(), Failure>,
-) -> Result<(), Failure> {
-    if raw.iter().any(|a| a == "--help" || a == "-h") {
-        return Ok(());
-    }
-    run(Args::parse(raw, takes_value)?)
 }
