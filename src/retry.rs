@@ -660,12 +660,15 @@ mod tests {
             reason: FailureKind::UnexpectedEof,
             delay_ms: 262,
         };
-        let json = serde_json::to_string(&record).unwrap();
+        let json = serde_json::to_string(&record).expect("serializable record");
         assert_eq!(
             json,
             r#"{"attempt":1,"reason":"unexpected_eof","delay_ms":262}"#
         );
-        assert_eq!(serde_json::from_str::<RetryRecord>(&json).unwrap(), record);
+        assert_eq!(
+            serde_json::from_str::<RetryRecord>(&json).expect("serializable record"),
+            record
+        );
     }
 
     #[test]

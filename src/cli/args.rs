@@ -146,10 +146,17 @@ mod tests {
             &["--chunk-size", "4", "--comments", "x", "--n=5"],
             &["--chunk-size"],
         );
-        assert_eq!(a.value::<usize>(&["--chunk-size"]).unwrap(), Some(4));
-        assert_eq!(a.value::<u32>(&["--n"]).unwrap(), Some(5));
-        assert!(a.flag(&["--comments"]).unwrap());
-        assert_eq!(a.finish(1).unwrap(), ["x"]);
+        assert_eq!(
+            a.value::<usize>(&["--chunk-size"])
+                .expect("valid in this test"),
+            Some(4)
+        );
+        assert_eq!(
+            a.value::<u32>(&["--n"]).expect("valid in this test"),
+            Some(5)
+        );
+        assert!(a.flag(&["--comments"]).expect("valid in this test"));
+        assert_eq!(a.finish(1).expect("valid in this test"), ["x"]);
     }
 
     #[test]
@@ -166,9 +173,14 @@ mod tests {
     #[test]
     fn double_dash_and_stdin_dash_are_positionals() {
         assert_eq!(
-            args(&["--", "--not-an-option"], &[]).finish(1).unwrap(),
+            args(&["--", "--not-an-option"], &[])
+                .finish(1)
+                .expect("valid in this test"),
             ["--not-an-option"]
         );
-        assert_eq!(args(&["-"], &[]).finish(1).unwrap(), ["-"]);
+        assert_eq!(
+            args(&["-"], &[]).finish(1).expect("valid in this test"),
+            ["-"]
+        );
     }
 }
