@@ -309,3 +309,89 @@ fn event_limit_counts_replaced_invalid_utf8() {
     let err = parser.feed(&stream).expect_err("over the event limit");
     assert_eq!(err, oai_sse::sse::SseError::EventTooLarge { limit: 64 });
 }
+
+#[test]
+fn one_line_events_borrow_their_data_from_the_input() {
+    // Whole in the input: the data is a view of the input, not a copy.
+    let input = b"data: chunk one\n\nevent: x\r\ndata: two\r\n\r\n";
+    let mut parser = Parser::new();
+    let mut rest = &input[..];
+    let mut seen = 0;
+    while !rest.is_empty() {
+        let (used, item) = parser.feed(rest).unwrap();
+        if let Some(Item::Event(e)) = item {
+            assert!(input.as_ptr_range().contains(&e.data.as_ptr()), "{e:?}");
+            seen += 1;
+        }
+        rest = &rest[used..];
+    }
+    assert_eq!(seen, 2);
+    // The blank line in the next input: the data had to be kept, so it is the parser's.
+    let mut parser = Parser::new();
+    let first = b"data: split\n";
+    assert_eq!(parser.feed(first).unwrap(), (first.len(), None));
+    let (_, item) = parser.feed(b"\n").unwrap();
+    assert!(matches!(item, Some(Item::Event(e)) if e.data == "split"));
+}
+
+#[test]
+fn reader_leaves_the_source_right_after_the_last_item() {
+    // A one-line event (handed out from the reader's buffer), a two-line one, a comment.
+    let stream = "data: a\n\ndata: b\ndata: c\n\n: note\nrest of the body";
+    let expected_rest = [
+        "data: b\ndata: c\n\n: note\nrest of the body",
+        ": note\nrest of the body",
+        "rest of the body",
+    ];
+    for (items, rest) in expected_rest.iter().enumerate() {
+        let mut reader = EventReader::new(BufReader::new(stream.as_bytes()));
+        for _ in 0..=items {
+            assert!(reader.next_item().unwrap().is_some());
+        }
+        let mut tail = String::new();
+        reader.get_mut().read_to_string(&mut tail).unwrap();
+        assert_eq!(tail, *rest, "after {} items, via get_mut", items + 1);
+
+        let mut reader = EventReader::new(BufReader::new(stream.as_bytes()));
+        for _ in 0..=items {
+            assert!(reader.next_item().unwrap().is_some());
+        }
+        let mut tail = String::new();
+        reader.into_inner().read_to_string(&mut tail).unwrap();
+        assert_eq!(tail, *rest, "after {} items, via into_inner", items + 1);
+    }
+}
+
+/// A `BufRead` that breaks its contract: its buffer shrinks although nothing was consumed.
+struct ShrinkingBuffer {
+    calls: usize,
+}
+
+impl Read for ShrinkingBuffer {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        unreachable!("read through BufRead only")
+    }
+}
+
+impl std::io::BufRead for ShrinkingBuffer {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.calls += 1;
+        Ok(if self.calls == 1 {
+            b"data: abc\n\n"
+        } else {
+            b"da"
+        })
+    }
+    fn consume(&mut self, _: usize) {}
+}
+
+#[test]
+fn a_source_that_changes_its_buffer_is_an_error_not_a_panic() {
+    let mut reader = EventReader::new(ShrinkingBuffer { calls: 0 });
+    let err = reader.next_item().expect_err("the buffer shrank");
+    assert!(reader.next_item().is_err(), "the failure is final");
+    assert!(
+        matches!(&err, oai_sse::sse::ReadError::Io(e) if e.to_string().contains("shrank")),
+        "{err}"
+    );
+}

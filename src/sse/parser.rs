@@ -13,8 +13,10 @@
 //! straddles two feeds is copied into `line`, a buffer the parser keeps and reuses. Field
 //! values go into reusable `String` buffers (`data`, `event_type`, `id`, `comment`), so once
 //! those buffers have grown to the size of the largest event, parsing allocates nothing.
-//! Items borrow from these buffers; buffers that back a returned item are cleared lazily at
-//! the start of the next feed.
+//! The commonest event of all, one `data` line followed at once by the blank line (every
+//! OpenAI chunk), is not copied at all when both lines are in the input: its data borrows
+//! from the input. Other items borrow from the parser's buffers; buffers that back a
+//! returned item are cleared lazily at the start of the next feed.
 //!
 //! Text is decoded as UTF-8 field by field. Because the delimiters (CR, LF, `:`, space) are
 //! ASCII and never part of a multi-byte sequence, this gives exactly what decoding the whole
@@ -73,7 +75,7 @@ pub enum SseError {
     },
 }
 
-/// A dispatched event. All three fields borrow from the parser.
+/// A dispatched event. The fields borrow from the parser or, for `data`, from the input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event<'a> {
     /// The event type: the last `event` field's value, or `"message"`.
@@ -100,7 +102,18 @@ pub enum Item<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ready {
     None,
+    /// An event whose data is the `data` buffer.
     Event,
+    /// An event whose data is the one data line at `start..end` of the last input (not yet
+    /// decoded: [`Parser::item`] decodes it once, where it is borrowed).
+    EventIn {
+        start: usize,
+        end: usize,
+    },
+    /// An event whose data is the one data line at `start..` of `line` (it straddled feeds).
+    EventInLine {
+        start: usize,
+    },
     Comment,
     Retry(u64),
 }
@@ -226,9 +239,9 @@ impl Parser {
     /// assert_eq!(seen, ["hello", "world"]);
     /// # Ok::<(), oai_sse::sse::SseError>(())
     /// ```
-    pub fn feed(&mut self, input: &[u8]) -> Result<(usize, Option<Item<'_>>), SseError> {
+    pub fn feed<'a>(&'a mut self, input: &'a [u8]) -> Result<(usize, Option<Item<'a>>), SseError> {
         let used = self.advance(input)?;
-        Ok((used, self.item()))
+        Ok((used, self.item(input)))
     }
 
     /// Ends the stream. An event still being built is discarded, as is an unterminated last
@@ -236,9 +249,10 @@ impl Parser {
     /// afterwards (the last event ID and retry time are kept, as a reconnecting client would).
     pub fn finish(&mut self) -> bool {
         // Bytes held back as a possible BOM are the start of an unterminated line too.
-        let discarded = !self.line.is_empty()
-            || matches!(self.bom, Bom::Matched(seen) if seen > 0)
-            || (!self.clear_pending && (!self.data.is_empty() || !self.event_type.is_empty()));
+        // With `clear_pending`, `line` holds nothing or the line of the last event.
+        let discarded = matches!(self.bom, Bom::Matched(seen) if seen > 0)
+            || (!self.clear_pending
+                && (!self.line.is_empty() || !self.data.is_empty() || !self.event_type.is_empty()));
         self.line.clear();
         self.data.clear();
         self.event_type.clear();
@@ -259,27 +273,49 @@ impl Parser {
         self.ready != Ready::None
     }
 
-    /// The item produced by the last [`advance`](Self::advance), if any.
-    pub(crate) fn item(&self) -> Option<Item<'_>> {
-        match self.ready {
-            Ready::None => None,
-            Ready::Retry(ms) => Some(Item::Retry(ms)),
-            Ready::Comment => Some(Item::Comment(&self.comment)),
+    /// Whether the item produced by the last [`advance`](Self::advance) borrows from its
+    /// input, which [`item`](Self::item) must then be given again.
+    pub(crate) fn item_borrows_input(&self) -> bool {
+        matches!(self.ready, Ready::EventIn { .. })
+    }
+
+    /// The item produced by the last [`advance`](Self::advance), if any. `input` must hold
+    /// the bytes that call was given (at least the ones it consumed); `None` if it is too
+    /// short to (only possible when it does not).
+    pub(crate) fn item<'a>(&'a mut self, input: &'a [u8]) -> Option<Item<'a>> {
+        let data = match self.ready {
+            Ready::None => return None,
+            Ready::Retry(ms) => return Some(Item::Retry(ms)),
+            Ready::Comment => return Some(Item::Comment(&self.comment)),
+            // `data` always ends in the LF its last line appended; the spec removes it.
             Ready::Event => {
-                // `data` always ends in the LF its last line appended; the spec removes it.
-                let data = self.data.strip_suffix('\n').unwrap_or(&self.data);
-                let event = if self.event_type.is_empty() {
-                    "message"
-                } else {
-                    &self.event_type
-                };
-                Some(Item::Event(Event {
-                    event,
-                    data,
-                    id: &self.last_event_id,
-                }))
+                return Some(self.event(self.data.strip_suffix('\n').unwrap_or(&self.data)));
+            }
+            Ready::EventIn { start, end } => decode(input.get(start..end)?),
+            Ready::EventInLine { start } => decode(self.line.get(start..)?),
+        };
+        match data {
+            Cow::Borrowed(data) => Some(self.event(data)),
+            Cow::Owned(data) => {
+                // Invalid UTF-8 (rare): the repaired text has to live somewhere.
+                self.data = data;
+                self.ready = Ready::Event;
+                Some(self.event(&self.data))
             }
         }
+    }
+
+    fn event<'a>(&'a self, data: &'a str) -> Item<'a> {
+        let event = if self.event_type.is_empty() {
+            "message"
+        } else {
+            &self.event_type
+        };
+        Item::Event(Event {
+            event,
+            data,
+            id: &self.last_event_id,
+        })
     }
 
     /// [`feed`](Self::feed) without borrowing the result, so a reader can consume input
@@ -293,6 +329,7 @@ impl Parser {
             self.clear_pending = false;
             self.data.clear();
             self.event_type.clear();
+            self.line.clear();
         }
         let result = self.advance_lines(input);
         if let Err(err) = result {
@@ -322,15 +359,33 @@ impl Parser {
                 return Ok(input.len());
             };
             self.after_cr = rest[len] == b'\r';
+            let line_start = pos;
             pos += len + 1;
             if self.line.is_empty() {
                 self.check_line_len(len)?;
-                self.interpret_line(&rest[..len])?;
+                let line = &rest[..len];
+                if let Some((value, next)) = self.single_line_event(line, input, pos - 1) {
+                    self.ready = Ready::EventIn {
+                        start: line_start + value,
+                        end: line_start + len,
+                    };
+                    return Ok(next);
+                }
+                self.interpret_line(line)?;
             } else {
                 self.buffer_partial_line(&rest[..len])?;
                 let line = std::mem::take(&mut self.line);
-                let result = self.interpret_line(&line);
+                let single = self.single_line_event(&line, input, pos - 1);
+                let result = match single {
+                    Some(_) => Ok(()),
+                    None => self.interpret_line(&line),
+                };
                 self.line = line;
+                if let Some((value, next)) = single {
+                    // The line stays in `line` until the next feed clears it.
+                    self.ready = Ready::EventInLine { start: value };
+                    return Ok(next);
+                }
                 self.line.clear();
                 result?;
             }
@@ -339,6 +394,46 @@ impl Parser {
             }
         }
         Ok(pos)
+    }
+
+    /// The fast path for an event of one `data` line, which then needs no copy: if `line`
+    /// is a data line that opens an event, and the blank line that ends the event follows
+    /// the line's terminator at `input[end]`, dispatches the event (the caller sets `ready`
+    /// to where the data is) and returns where the value starts in `line` and where the
+    /// input after the blank line starts. Otherwise `None`, and nothing has changed.
+    fn single_line_event(
+        &mut self,
+        line: &[u8],
+        input: &[u8],
+        end: usize,
+    ) -> Option<(usize, usize)> {
+        if !self.data.is_empty() || !line.starts_with(b"data:") {
+            return None;
+        }
+        let value = 5 + usize::from(line.get(5) == Some(&b' '));
+        // Bound the value as if every byte were invalid UTF-8 (3 bytes of U+FFFD each), so
+        // decoding it later cannot cross the limit; longer values take the checked path.
+        let value_len = line.len() - value;
+        if value_len.saturating_mul(3).saturating_add(1) > self.limits.max_event_len {
+            return None;
+        }
+        let mut next = end + 1;
+        if input[end] == b'\r' {
+            match input.get(next) {
+                Some(b'\n') => next += 1,
+                Some(_) => {}
+                // A CR that ends the input may be the first half of a CRLF.
+                None => return None,
+            }
+        }
+        let blank = *input.get(next)?;
+        if blank != b'\n' && blank != b'\r' {
+            return None;
+        }
+        self.after_cr = blank == b'\r';
+        self.commit_id();
+        self.clear_pending = true;
+        Some((value, next + 1))
     }
 
     /// Skips a UTF-8 BOM that opens the stream, however it is split across feeds. Returns
@@ -437,15 +532,20 @@ impl Parser {
     }
 
     fn dispatch(&mut self) {
-        if std::mem::take(&mut self.id_dirty) && self.last_event_id != self.id_buffer {
-            self.last_event_id.clone_from(&self.id_buffer);
-        }
+        self.commit_id();
         if self.data.is_empty() {
             self.event_type.clear();
             return;
         }
         self.ready = Ready::Event;
         self.clear_pending = true;
+    }
+
+    /// A dispatch sets the last event ID to the ID buffer.
+    fn commit_id(&mut self) {
+        if std::mem::take(&mut self.id_dirty) && self.last_event_id != self.id_buffer {
+            self.last_event_id.clone_from(&self.id_buffer);
+        }
     }
 }
 

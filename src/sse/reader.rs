@@ -1,6 +1,7 @@
 //! The blocking shell around [`Parser`]: reads an event stream line by line from any
 //! [`BufRead`], using the reader's own buffer (`fill_buf` → parse → `consume`), so bytes are
-//! copied only when a line straddles two refills.
+//! copied only when a line straddles two refills. An event of one data line is handed out
+//! straight from that buffer; its bytes are consumed at the next call.
 
 use super::parser::{Item, Limits, Parser, SseError};
 use std::io::{self, BufRead};
@@ -39,6 +40,9 @@ pub enum ReadError {
 pub struct EventReader<R> {
     source: R,
     parser: Parser,
+    /// Bytes the parser has used but the source still holds, because the last item borrows
+    /// from them.
+    unconsumed: usize,
     /// The first I/O failure, kept so the stream never looks cleanly ended after it.
     failure: Option<(io::ErrorKind, String)>,
 }
@@ -54,6 +58,7 @@ impl<R: BufRead> EventReader<R> {
         Self {
             source,
             parser: Parser::with_limits(limits),
+            unconsumed: 0,
             failure: None,
         }
     }
@@ -69,26 +74,46 @@ impl<R: BufRead> EventReader<R> {
         if let Some((kind, message)) = &self.failure {
             return Err(io::Error::new(*kind, format!("stream already failed: {message}")).into());
         }
+        self.release();
         loop {
             let buf = match self.source.fill_buf() {
                 Ok(buf) => buf,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) => {
-                    self.failure = Some((err.kind(), err.to_string()));
-                    return Err(err.into());
-                }
+                Err(err) => return Err(latch(&mut self.failure, err)),
             };
             if buf.is_empty() {
                 self.parser.finish();
                 return Ok(None);
             }
             let used = self.parser.advance(buf)?;
+            if self.parser.item_borrows_input() {
+                self.unconsumed = used;
+                break;
+            }
             self.source.consume(used);
             if self.parser.has_item() {
-                // Borrowed after the loop: NLL cannot return a borrow conditionally inside it.
-                return Ok(self.parser.item());
+                break;
             }
         }
+        // The item is fetched after the loop (NLL cannot return a borrow conditionally inside
+        // it). One that borrows from the source's buffer needs that buffer again, which a
+        // `BufRead` hands back unchanged, without I/O, because nothing was consumed.
+        let buf = if self.parser.item_borrows_input() {
+            self.source
+                .fill_buf()
+                .map_err(|err| latch(&mut self.failure, err))?
+        } else {
+            &[]
+        };
+        self.parser.item(buf).map(Some).ok_or_else(|| {
+            let err = io::Error::other("the byte source's buffer shrank between fill_buf calls");
+            latch(&mut self.failure, err)
+        })
+    }
+
+    /// Consumes the bytes behind the last item.
+    fn release(&mut self) {
+        self.source.consume(std::mem::take(&mut self.unconsumed));
     }
 
     /// The parser, for the last event ID and retry time.
@@ -101,13 +126,22 @@ impl<R: BufRead> EventReader<R> {
         &self.source
     }
 
-    /// The byte source, mutably (reading from it directly desynchronizes the parser).
+    /// The byte source, mutably, positioned after the last item (reading from it directly
+    /// desynchronizes the parser).
     pub fn get_mut(&mut self) -> &mut R {
+        self.release();
         &mut self.source
     }
 
-    /// Gives back the byte source.
-    pub fn into_inner(self) -> R {
+    /// Gives back the byte source, positioned after the last item.
+    pub fn into_inner(mut self) -> R {
+        self.release();
         self.source
     }
+}
+
+/// Keeps the first I/O failure, so the stream never looks cleanly ended after it.
+fn latch(failure: &mut Option<(io::ErrorKind, String)>, err: io::Error) -> ReadError {
+    *failure = Some((err.kind(), err.to_string()));
+    err.into()
 }
