@@ -36,6 +36,20 @@ pub struct Contender {
     pub ours: bool,
     /// Not a parser: the memchr line-end scan every parser must at least do.
     pub ceiling: bool,
+    /// Not a parser: the line-end scan plus UTF-8 validation of every byte, the least work
+    /// of a parser that hands out text (`&str`) without `unsafe`.
+    pub floor: bool,
+}
+
+impl Contender {
+    /// The ceiling or the floor: a baseline, not a parser.
+    pub fn baseline(&self) -> bool {
+        self.ceiling || self.floor
+    }
+
+    pub fn peer(&self) -> bool {
+        !self.ours && !self.baseline()
+    }
 }
 
 pub const ALL: &[Contender] = &[
@@ -44,48 +58,63 @@ pub const ALL: &[Contender] = &[
         run: oai_parser,
         ours: true,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "oai-sse EventReader",
         run: oai_reader,
         ours: true,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "sseer",
         run: sseer,
         ours: false,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "eventsource-stream",
         run: eventsource_stream,
         ours: false,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "sse-stream",
         run: sse_stream,
         ours: false,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "sse-parse",
         run: sse_parse,
         ours: false,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "sse-core",
         run: sse_core,
         ours: false,
         ceiling: false,
+        floor: false,
     },
     Contender {
         name: "memchr ceiling",
         run: ceiling,
         ours: false,
         ceiling: true,
+        floor: false,
+    },
+    Contender {
+        name: "scan + UTF-8 floor",
+        run: floor,
+        ours: false,
+        ceiling: false,
+        floor: true,
     },
 ];
 
@@ -235,6 +264,24 @@ fn ceiling(chunks: &[Bytes]) -> Tally {
     for chunk in chunks {
         line_ends += memchr::memchr2_iter(b'\n', b'\r', black_box(chunk)).count();
     }
+    Tally {
+        events: black_box(line_ends),
+        data_bytes: 0,
+    }
+}
+
+/// Not a parser: the ceiling's scan plus one `str::from_utf8` over each whole chunk — every
+/// byte validated once, with the fewest calls (a chunk that ends inside a character fails
+/// validation, which costs nothing extra). `events` holds the line-end count.
+fn floor(chunks: &[Bytes]) -> Tally {
+    let mut line_ends = 0;
+    let mut valid = 0;
+    for chunk in chunks {
+        let chunk: &[u8] = black_box(chunk);
+        line_ends += memchr::memchr2_iter(b'\n', b'\r', chunk).count();
+        valid += usize::from(std::str::from_utf8(chunk).is_ok());
+    }
+    black_box(valid);
     Tally {
         events: black_box(line_ends),
         data_bytes: 0,
