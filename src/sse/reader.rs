@@ -121,7 +121,8 @@ impl<R: BufRead> EventReader<R> {
         &self.parser
     }
 
-    /// The byte source.
+    /// The byte source. Its buffer may still hold the bytes of the last item, which the next
+    /// call (or [`get_mut`](Self::get_mut), [`into_inner`](Self::into_inner)) consumes.
     pub fn get_ref(&self) -> &R {
         &self.source
     }
