@@ -343,22 +343,21 @@ fn reader_leaves_the_source_right_after_the_last_item() {
         ": note\nrest of the body",
         "rest of the body",
     ];
-    for (items, rest) in expected_rest.iter().enumerate() {
+    let after = |items: usize| {
         let mut reader = EventReader::new(BufReader::new(stream.as_bytes()));
-        for _ in 0..=items {
+        for _ in 0..items {
             assert!(reader.next_item().unwrap().is_some());
         }
+        reader
+    };
+    for (i, rest) in expected_rest.iter().enumerate() {
+        let items = i + 1;
         let mut tail = String::new();
-        reader.get_mut().read_to_string(&mut tail).unwrap();
-        assert_eq!(tail, *rest, "after {} items, via get_mut", items + 1);
-
-        let mut reader = EventReader::new(BufReader::new(stream.as_bytes()));
-        for _ in 0..=items {
-            assert!(reader.next_item().unwrap().is_some());
-        }
-        let mut tail = String::new();
-        reader.into_inner().read_to_string(&mut tail).unwrap();
-        assert_eq!(tail, *rest, "after {} items, via into_inner", items + 1);
+        after(items).get_mut().read_to_string(&mut tail).unwrap();
+        assert_eq!(tail, *rest, "after {items} items, via get_mut");
+        tail.clear();
+        after(items).into_inner().read_to_string(&mut tail).unwrap();
+        assert_eq!(tail, *rest, "after {items} items, via into_inner");
     }
 }
 

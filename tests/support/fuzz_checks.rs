@@ -869,33 +869,21 @@ const WORDS: [&str; 16] = [
     "+3", " 7 ", "120",
 ];
 
+fn leap(year: u32) -> bool {
+    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+}
+
 /// Days from 1970-01-01 to the given date, counted the slow way.
 fn days_since_epoch(year: u32, month: u32, day: u32) -> u64 {
-    let leap = |y: u32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let mut days: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
-    let lengths = [
-        31,
-        if leap(year) { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    days += lengths[..month as usize - 1].iter().sum::<u64>();
-    days + u64::from(day) - 1
+    let years: u64 = (1970..year).map(|y| if leap(y) { 366 } else { 365 }).sum();
+    let months: u64 = (1..month).map(|m| u64::from(days_in_month(year, m))).sum();
+    years + months + u64::from(day) - 1
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     [
         31,
-        if leap { 29 } else { 28 },
+        if leap(year) { 29 } else { 28 },
         31,
         30,
         31,

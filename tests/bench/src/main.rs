@@ -231,6 +231,15 @@ fn parse_section(only: &Filter) -> String {
     }
     let mut out = String::new();
     let names: Vec<&str> = CONTENDERS.iter().map(|c| c.name).collect();
+    let line = |out: &mut String, row: &Row, cells: &[String]| {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.workload,
+            row.feed,
+            cells.join(" | ")
+        );
+    };
     let head = |out: &mut String, first: &str| {
         let _ = writeln!(out, "| {first} | {} |", names.join(" | "));
         let _ = writeln!(out, "|---|---|{}", "---:|".repeat(names.len()));
@@ -264,13 +273,7 @@ fn parse_section(only: &Filter) -> String {
                 }
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            row.workload,
-            row.feed,
-            cells.join(" | ")
-        );
+        line(&mut out, row, &cells);
     }
     for (i, note) in footnotes.iter().enumerate() {
         let _ = writeln!(out, "\n[{}] {note}", i + 1);
@@ -292,13 +295,7 @@ fn parse_section(only: &Filter) -> String {
                 _ => "n/a".into(),
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            row.workload,
-            row.feed,
-            cells.join(" | ")
-        );
+        line(&mut out, row, &cells);
     }
     let _ = writeln!(
         out,
@@ -353,13 +350,7 @@ fn parse_section(only: &Filter) -> String {
                 _ => "n/a".into(),
             })
             .collect();
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            row.workload,
-            row.feed,
-            cells.join(" | ")
-        );
+        line(&mut out, row, &cells);
     }
     let _ = writeln!(out, "\n{}", parse_targets(&rows, reader, parser));
     out
