@@ -1,36 +1,74 @@
-//! Interrupting a blocking call: the [`CancelHandle`] a caller holds, and the per-call
-//! watchdog thread that enforces the first-byte, idle and total timeouts.
+//! Interrupting a blocking call: the [`CancelHandle`] a caller holds, and the kill switches
+//! calls register with it.
 //!
-//! A thread blocked in a socket read cannot be woken by a flag. The watchdog instead shuts
-//! down the attempt's ureq agent (`Agent::shutdown`), which shuts the socket and makes the
-//! blocked read return at once. Each attempt gets its own agent so that interrupting it
-//! never touches another call. The watchdog sleeps on the cancel handle's condition
-//! variable, so cancelling wakes it immediately, and otherwise wakes only when a deadline
-//! may have passed: progress is recorded in atomics and needs no notification, since
-//! within a phase deadlines only move later. The one move earlier, from the first-byte
-//! limit to the (usually shorter) idle limit, notifies it.
+//! A thread blocked in a socket read cannot be woken by a flag. Instead, each call registers
+//! a kill switch for the socket it is using right now (and only that socket: a pooled
+//! connection another call uses is never touched); [`CancelHandle::cancel`] sets the flag,
+//! wakes every sleeper (backoff waits, a connect in progress) through the condition variable,
+//! and shuts the registered sockets down, which makes blocked reads and writes return at once.
+//! No thread watches a call: cancelling is done by the thread that calls `cancel`.
 
-use crate::FailureKind;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-/// Ends an in-flight call from another thread, including one blocked in a socket read or
-/// sleeping between retries; the call returns [`Error::Cancelled`](crate::Error::Cancelled)
-/// within about 100 ms (a TCP connect in progress is bounded by the connect timeout).
+/// Ends an in-flight call from another thread, including one blocked in a socket read, in a
+/// connect, or sleeping between retries; the call returns
+/// [`Error::Cancelled`](crate::Error::Cancelled) within a few milliseconds.
 ///
 /// Clones share the same state. Once cancelled, a handle stays cancelled: calls started
 /// with it fail at once.
 #[derive(Debug, Clone, Default)]
 pub struct CancelHandle {
-    shared: Arc<CancelShared>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug, Default)]
-struct CancelShared {
-    cancelled: Mutex<bool>,
+struct Shared {
+    state: Mutex<State>,
     wake: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    cancelled: bool,
+    /// The sockets (or other resources) to shut down on cancel, by registration id.
+    switches: Vec<(u64, Weak<dyn KillSwitch>)>,
+    next_id: u64,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("cancelled", &self.cancelled)
+            .field("switches", &self.switches.len())
+            .finish()
+    }
+}
+
+/// Something a cancel shuts down: the socket of a call's current attempt.
+pub(crate) trait KillSwitch: Send + Sync {
+    /// Makes blocked I/O on the resource return at once.
+    fn kill(&self);
+}
+
+impl KillSwitch for std::net::TcpStream {
+    fn kill(&self) {
+        // An error means the socket is already shut down or closed.
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// A registered kill switch; dropping it unregisters the switch.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    handle: CancelHandle,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.handle.lock().switches.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl CancelHandle {
@@ -41,228 +79,151 @@ impl CancelHandle {
 
     /// Cancels every call using this handle (and any clone of it).
     pub fn cancel(&self) {
-        *self.lock() = true;
+        let switches = {
+            let mut state = self.lock();
+            state.cancelled = true;
+            std::mem::take(&mut state.switches)
+        };
         self.shared.wake.notify_all();
+        for (_, switch) in switches {
+            if let Some(switch) = switch.upgrade() {
+                switch.kill();
+            }
+        }
     }
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        *self.lock()
+        self.lock().cancelled
+    }
+
+    /// Registers `switch` to be killed on cancel, for as long as the returned registration
+    /// lives. If the handle is already cancelled the switch is killed at once.
+    pub(crate) fn register(&self, switch: Weak<dyn KillSwitch>) -> Registration {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        if state.cancelled {
+            drop(state);
+            if let Some(switch) = switch.upgrade() {
+                switch.kill();
+            }
+        } else {
+            state.switches.push((id, switch));
+        }
+        Registration {
+            handle: self.clone(),
+            id,
+        }
     }
 
     /// Sleeps for `duration` unless cancelled first. Returns `false` if cancelled.
     pub(crate) fn sleep(&self, duration: Duration) -> bool {
-        let guard = self.lock();
-        let (guard, _) = self
-            .shared
-            .wake
-            .wait_timeout_while(guard, duration, |cancelled| !*cancelled)
-            .unwrap_or_else(PoisonError::into_inner);
-        !*guard
+        let until = Instant::now().checked_add(duration);
+        self.wait_until(until, || false);
+        !self.is_cancelled()
     }
 
-    fn lock(&self) -> MutexGuard<'_, bool> {
-        // The flag is a plain bool: a panic elsewhere cannot leave it inconsistent.
-        self.shared
-            .cancelled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// Waits until `ready()` holds, the handle is cancelled, or `until` passes (never when
+    /// `None`). `ready` is checked under the handle's lock; whoever makes it true must call
+    /// [`notify`](Self::notify) afterwards. Returns whether `ready()` held.
+    pub(crate) fn wait_until(&self, until: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+        let mut state = self.lock();
+        loop {
+            if ready() {
+                return true;
+            }
+            if state.cancelled {
+                return false;
+            }
+            let wait = match until {
+                Some(until) => match until.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return false,
+                },
+                // Woken by notify or cancel; the hour only bounds a lost wake-up.
+                None => Duration::from_secs(3600),
+            };
+            state = self
+                .shared
+                .wake
+                .wait_timeout(state, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
-    fn notify(&self) {
-        // Taking the lock orders the notification after any state change the waiter
-        // checks under it.
+    /// Wakes [`wait_until`](Self::wait_until) so it checks its condition again.
+    pub(crate) fn notify(&self) {
+        // Taking the lock orders the notification after the state change the waiter checks.
         drop(self.lock());
         self.shared.wake.notify_all();
     }
-}
 
-/// The timeouts the watchdog enforces.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct WatchLimits {
-    /// From the start of an attempt to its first response body byte.
-    pub first_byte: Duration,
-    /// Between body reads once bytes flow.
-    pub idle: Duration,
-    /// For the whole call, all attempts and waits included.
-    pub deadline: Option<Duration>,
-}
-
-/// Progress of the current attempt, shared with the watchdog thread.
-#[derive(Debug)]
-struct Progress {
-    call_start: Instant,
-    /// Milliseconds since `call_start`.
-    attempt_start: AtomicU64,
-    last_read: AtomicU64,
-    got_byte: AtomicBool,
-    finished: AtomicBool,
-    /// The agent of the armed attempt (shut down when a limit passes), and why it fired.
-    slot: Mutex<Slot>,
-}
-
-#[derive(Debug, Default)]
-struct Slot {
-    agent: Option<ureq::Agent>,
-    fired: Option<(FailureKind, Duration)>,
-}
-
-impl Progress {
-    fn now_ms(&self) -> u64 {
-        self.call_start.elapsed().as_millis() as u64
-    }
-
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// One call's watchdog: a thread that shuts down the armed attempt's agent when the call
-/// is cancelled or a timeout passes. Dropping it stops the thread.
-pub(crate) struct Watchdog {
-    progress: Arc<Progress>,
-    cancel: CancelHandle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Watchdog {
-    pub(crate) fn start(cancel: &CancelHandle, limits: WatchLimits) -> Self {
-        let progress = Arc::new(Progress {
-            call_start: Instant::now(),
-            attempt_start: AtomicU64::new(0),
-            last_read: AtomicU64::new(0),
-            got_byte: AtomicBool::new(false),
-            finished: AtomicBool::new(false),
-            slot: Mutex::new(Slot::default()),
-        });
-        let thread = {
-            let progress = Arc::clone(&progress);
-            let cancel = cancel.clone();
-            std::thread::Builder::new()
-                .name("oai-sse-watchdog".into())
-                .spawn(move || watch(&progress, &cancel, limits))
-                .ok()
-        };
-        if thread.is_none() {
-            log::warn!("could not start the watchdog thread: timeouts and cancel are inert");
-        }
-        Self {
-            progress,
-            cancel: cancel.clone(),
-            thread,
-        }
-    }
-
-    /// Starts watching a new attempt that runs on `agent`.
-    pub(crate) fn arm(&self, agent: &ureq::Agent) {
-        let p = &self.progress;
-        let now = p.now_ms();
-        p.attempt_start.store(now, Ordering::Relaxed);
-        p.last_read.store(now, Ordering::Relaxed);
-        p.got_byte.store(false, Ordering::Relaxed);
-        {
-            let mut slot = p.slot();
-            slot.agent = Some(agent.clone());
-            slot.fired = None;
-        }
-        self.cancel.notify();
-    }
-
-    /// Stops watching the current attempt (it ended on its own).
-    pub(crate) fn disarm(&self) {
-        self.progress.slot().agent = None;
-    }
-
-    /// Records that body bytes arrived.
-    pub(crate) fn saw_bytes(&self) {
-        let p = &self.progress;
-        p.last_read.store(p.now_ms(), Ordering::Relaxed);
-        if !p.got_byte.swap(true, Ordering::Relaxed) {
-            // The idle limit may end sooner than the first-byte limit the watchdog sleeps on.
-            self.cancel.notify();
-        }
-    }
-
-    /// Why the watchdog interrupted the current attempt, if it did.
-    pub(crate) fn fired(&self) -> Option<(FailureKind, Duration)> {
-        self.progress.slot().fired
-    }
-
-    /// Time since the call started.
-    pub(crate) fn elapsed(&self) -> Duration {
-        self.progress.call_start.elapsed()
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        self.progress.finished.store(true, Ordering::Relaxed);
-        self.cancel.notify();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The watchdog thread's loop.
-fn watch(progress: &Progress, cancel: &CancelHandle, limits: WatchLimits) {
-    let ms = |d: Duration| d.as_millis().min(u128::from(u64::MAX / 2)) as u64;
-    let mut cancelled = cancel.lock();
-    loop {
-        if progress.finished.load(Ordering::Relaxed) {
-            return;
-        }
-        let now = progress.now_ms();
-        let armed = progress.slot().agent.is_some();
-        // The earliest limit that applies now, and what it is called.
-        let mut next: Option<(u64, FailureKind, Duration)> = limits
-            .deadline
-            .map(|d| (ms(d), FailureKind::DeadlineExceeded, d));
-        if armed {
-            let (at, kind, limit) = if progress.got_byte.load(Ordering::Relaxed) {
-                let last = progress.last_read.load(Ordering::Relaxed);
-                (
-                    last + ms(limits.idle),
-                    FailureKind::IdleTimeout,
-                    limits.idle,
-                )
-            } else {
-                let start = progress.attempt_start.load(Ordering::Relaxed);
-                let at = start + ms(limits.first_byte);
-                (at, FailureKind::FirstByteTimeout, limits.first_byte)
-            };
-            if next.is_none_or(|(deadline, ..)| at < deadline) {
-                next = Some((at, kind, limit));
-            }
-        }
-        let fire = if *cancelled {
-            Some((FailureKind::Cancelled, Duration::ZERO))
-        } else {
-            next.filter(|(at, ..)| now >= *at).map(|(_, k, d)| (k, d))
-        };
-        if let Some(reason) = fire {
-            let mut slot = progress.slot();
-            if let Some(agent) = slot.agent.take() {
-                log::debug!(
-                    "watchdog: {} after {:?}, shutting the connection",
-                    reason.0,
-                    reason.1
-                );
-                slot.fired = Some(reason);
-                drop(slot);
-                agent.shutdown();
-            }
-        }
-        let wait = match next {
-            Some((at, ..)) if !*cancelled && at > now => Duration::from_millis(at - now),
-            // Nothing left to time: sleep until notified (the next arm, or the call's end).
-            _ => Duration::from_secs(3600),
-        };
-        cancelled = cancel
-            .shared
-            .wake
-            .wait_timeout(cancelled, wait)
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is a flag and a list: a panic elsewhere cannot leave it inconsistent.
+        self.shared
+            .state
+            .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    struct Counter(AtomicUsize);
+
+    impl KillSwitch for Counter {
+        fn kill(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn weak(counter: &Arc<Counter>) -> Weak<dyn KillSwitch> {
+        let switch: Arc<dyn KillSwitch> = counter.clone();
+        Arc::downgrade(&switch)
+    }
+
+    #[test]
+    fn cancel_kills_registered_switches_only() {
+        let handle = CancelHandle::new();
+        let (kept, dropped) = (Arc::new(Counter::default()), Arc::new(Counter::default()));
+        let _kept = handle.register(weak(&kept));
+        drop(handle.register(weak(&dropped)));
+        handle.cancel();
+        assert_eq!(kept.0.load(Ordering::SeqCst), 1);
+        assert_eq!(dropped.0.load(Ordering::SeqCst), 0, "unregistered switch killed");
+        // Registering after the cancel kills at once.
+        let late = Arc::new(Counter::default());
+        let _late = handle.register(weak(&late));
+        assert_eq!(late.0.load(Ordering::SeqCst), 1);
+        assert!(!handle.sleep(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn wait_until_returns_on_notify_cancel_or_time() {
+        let handle = CancelHandle::new();
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, f) = (handle.clone(), flag.clone());
+        let setter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            f.store(true, Ordering::SeqCst);
+            h.notify();
+        });
+        assert!(handle.wait_until(None, || flag.load(Ordering::SeqCst)));
+        setter.join().expect("setter thread");
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(!handle.wait_until(Some(soon), || false));
+        let h = handle.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            h.cancel();
+        });
+        assert!(!handle.wait_until(None, || false));
+        canceller.join().expect("canceller thread");
     }
 }

@@ -1,29 +1,32 @@
-//! The blocking chat client: one HTTP attempt over ureq, read through the SSE reader into
-//! the accumulator, wrapped in the retry loop.
-//!
-//! Every attempt runs on its own ureq agent. That costs a fresh connection per attempt (no
-//! keep-alive pool across calls), and buys two things: the watchdog can shut one attempt's
-//! socket without touching any other call, and a stale pooled connection can never eat the
-//! first request of a turn.
+//! The client: its builder, the settings every call shares (one connection pool, the retry
+//! policy, limits, trust), and the entry points — [`Client::stream`] for a pull-style
+//! [`ChatStream`], and the conveniences over it ([`Client::chat`], [`Client::chat_stream`],
+//! [`Client::chat_in_thread`]).
 
-use crate::cancel::{CancelHandle, WatchLimits, Watchdog};
-use crate::chat::{
-    Accumulator, ApiError, ChatLimits, ChatRequest, ChatResponse, OwnedStreamEvent, Progress,
-    StreamEvent, response_from_completion_json,
-};
-use crate::error::{Error, HttpError, RetriesExhausted};
-use crate::retry::{Decision, RetryPolicy, RetryRecord, Rng, decide};
-use crate::sse::{EventReader, Item, Limits as SseLimits, ReadError};
+use crate::attempts::RetryHook;
+use crate::cancel::CancelHandle;
+use crate::chat::{ChatLimits, ChatRequest, ChatResponse, OwnedStreamEvent, StreamEvent};
+use crate::error::Error;
+use crate::retry::RetryPolicy;
+use crate::sse::Limits as SseLimits;
+use crate::stream::ChatStream;
+use crate::transport::{self, Limits, TlsSettings, Transport};
 use std::fmt;
-use std::io::{self, BufReader, Read};
-use std::sync::{Arc, mpsc};
+use std::net::IpAddr;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
+use ureq::http::{HeaderName, HeaderValue};
 
-/// Most bytes read from an error response or an unexpected body.
-const MAX_ERROR_BODY: u64 = 64 << 10;
-/// Read buffer for the event stream: a few chunks per refill, small for edge machines.
-const READ_BUFFER: usize = 16 << 10;
+/// How long the rest of a complete response (the chunked terminator) may take before the
+/// connection is dropped instead of pooled.
+const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+/// How long a server found without the stream-replay route is not asked again.
+const REPLAY_MEMORY: Duration = Duration::from_secs(600);
+/// Events a [`ChatThread`] channel holds before the call waits for its reader.
+const THREAD_CHANNEL: usize = 64;
 
 /// An API key. `Debug` and `Display` print `<redacted>`, so it never reaches a log.
 #[derive(Clone, PartialEq, Eq)]
@@ -54,19 +57,32 @@ impl fmt::Display for ApiKey {
 }
 
 /// Where requests go through a proxy.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum ProxyConfig {
     /// From `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY`, honouring `NO_PROXY` (ureq's default).
     #[default]
     FromEnv,
     /// Never use a proxy.
     None,
-    /// This proxy (`http://host:port`, `socks5://...` needs ureq's socks feature).
+    /// This proxy (`http://host:port`, `http://user:password@host:port`).
     Url(String),
 }
 
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::FromEnv => f.write_str("FromEnv"),
+            Self::None => f.write_str("None"),
+            Self::Url(url) => f
+                .debug_tuple("Url")
+                .field(&crate::redact::redact_userinfo(url))
+                .finish(),
+        }
+    }
+}
+
 /// Builds a [`Client`]. Every setting has a default chosen for LLM servers; see each method.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     base_url: String,
     api_key: Option<ApiKey>,
@@ -79,6 +95,31 @@ pub struct ClientBuilder {
     proxy: ProxyConfig,
     sse_limits: SseLimits,
     chat_limits: ChatLimits,
+    root_pems: Vec<(Vec<u8>, String)>,
+    root_files: Vec<PathBuf>,
+    roots_from_env: bool,
+    platform_verifier: bool,
+    pinned: Vec<(String, Vec<IpAddr>)>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values are credentials as often as not (Azure's `api-key`, gateway keys).
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ClientBuilder")
+            .field("base_url", &crate::redact::redact_userinfo(&self.base_url))
+            .field("api_key", &self.api_key)
+            .field("headers", &header_names)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("deadline", &self.deadline)
+            .field("retry", &self.retry)
+            .field("proxy", &self.proxy)
+            .field("root_certificates", &self.root_pems.len())
+            .field("root_certificate_files", &self.root_files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ClientBuilder {
@@ -95,6 +136,11 @@ impl Default for ClientBuilder {
             proxy: ProxyConfig::FromEnv,
             sse_limits: SseLimits::default(),
             chat_limits: ChatLimits::default(),
+            root_pems: Vec::new(),
+            root_files: Vec::new(),
+            roots_from_env: true,
+            platform_verifier: false,
+            pinned: Vec::new(),
         }
     }
 }
@@ -114,7 +160,8 @@ impl ClientBuilder {
         self
     }
 
-    /// An extra header on every request (e.g. `OpenAI-Organization`, a gateway's routing key).
+    /// An extra header on every request (e.g. `OpenAI-Organization`, a gateway's routing
+    /// key). Values never appear in `Debug` output.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
@@ -160,6 +207,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Shorthand for the policy's `resume`: continue a broken stream where it broke on
+    /// servers that support it (default on; see the README's "Resume, don't restart").
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.retry.resume = resume;
+        self
+    }
+
     /// Proxy selection (default: from the environment, as ureq does).
     pub fn proxy(mut self, proxy: ProxyConfig) -> Self {
         self.proxy = proxy;
@@ -178,104 +232,177 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts the certificates in `pem` (one or more `-----BEGIN CERTIFICATE-----` blocks),
+    /// e.g. an internal CA. Given roots replace the built-in Mozilla roots, like
+    /// `curl --cacert`; call it again (or [`root_certificate_file`](Self::root_certificate_file))
+    /// to trust several. Without this, the file named by `SSL_CERT_FILE` is used if set.
+    pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        let n = self.root_pems.len() + 1;
+        self.root_pems.push((pem.into(), format!("root certificate PEM #{n}")));
+        self
+    }
+
+    /// Trusts the certificates in the PEM file at `path` (read when the client is built).
+    /// See [`root_certificate_pem`](Self::root_certificate_pem).
+    pub fn root_certificate_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.root_files.push(path.into());
+        self
+    }
+
+    /// Whether `SSL_CERT_FILE` names the trusted roots when none are given (default true,
+    /// as curl and Python do).
+    pub fn roots_from_env(mut self, honour: bool) -> Self {
+        self.roots_from_env = honour;
+        self
+    }
+
+    /// Verifies certificates with the operating system's verifier and trust store (feature
+    /// `platform-verifier`).
+    #[cfg(feature = "platform-verifier")]
+    pub fn platform_verifier(mut self) -> Self {
+        self.platform_verifier = true;
+        self
+    }
+
+    /// Connects to `ip` for `host` without asking DNS, like `curl --resolve`; the URL (and
+    /// the TLS server name) keep the host name.
+    pub fn resolve(mut self, host: impl Into<String>, ip: IpAddr) -> Self {
+        let host = host.into();
+        match self.pinned.iter_mut().find(|(h, _)| h.eq_ignore_ascii_case(&host)) {
+            Some((_, ips)) => ips.push(ip),
+            None => self.pinned.push((host, vec![ip])),
+        }
+        self
+    }
+
     /// Checks the settings and builds the client.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for a URL that is not `http(s)://`, an `https` URL without the
-    /// `tls` feature, an invalid header name or value, or an invalid proxy URL.
+    /// `tls` feature, an invalid header name or value, an invalid proxy URL, or root
+    /// certificates that cannot be read.
     pub fn build(self) -> Result<Client, Error> {
-        let url = chat_completions_url(&self.base_url)?;
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for (name, value) in self.headers {
-            let name = ureq::http::HeaderName::from_bytes(name.as_bytes())
+        let urls = Urls::from_base(&self.base_url)?;
+        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        if let Some(key) = &self.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+                .map_err(|_| {
+                    Error::Config("the API key has characters not allowed in a header".into())
+                })?;
+            value.set_sensitive(true);
+            headers.push((ureq::http::header::AUTHORIZATION, value));
+        }
+        for (name, value) in &self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| Error::Config(format!("invalid header name {name:?}")))?;
-            let value = ureq::http::HeaderValue::from_str(&value)
+            let mut value = HeaderValue::from_str(value)
                 .map_err(|_| Error::Config(format!("invalid value for header {name}")))?;
+            value.set_sensitive(true);
             headers.push((name, value));
         }
-        let auth = match &self.api_key {
-            Some(key) => {
-                let mut value = ureq::http::HeaderValue::from_str(&format!("Bearer {}", key.0))
-                    .map_err(|_| {
-                        Error::Config("the API key has characters not allowed in a header".into())
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let proxy = match self.proxy {
+        let proxy = match &self.proxy {
             ProxyConfig::FromEnv => ureq::Proxy::try_from_env(),
             ProxyConfig::None => None,
-            ProxyConfig::Url(url) => Some(
-                ureq::Proxy::new(&url)
-                    .map_err(|e| Error::Config(format!("invalid proxy {url:?}: {e}")))?,
-            ),
+            ProxyConfig::Url(url) => Some(ureq::Proxy::new(url).map_err(|e| {
+                Error::Config(format!(
+                    "invalid proxy {}: {e}",
+                    crate::redact::redact_userinfo(url)
+                ))
+            })?),
         };
-        let agent_config = ureq::Agent::config_builder()
-            // Error statuses are read and classified here, body included.
-            .http_status_as_error(false)
-            .timeout_connect(Some(self.connect_timeout))
-            .timeout_resolve(Some(self.connect_timeout))
-            // Time to headers is also bounded by the watchdog's first-byte limit; this makes
-            // ureq report it with its own error if it fires first.
-            .timeout_recv_response(Some(self.first_byte_timeout))
-            .proxy(proxy)
-            .max_redirects(0)
-            .user_agent(concat!("oai-sse/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let mut tls = TlsSettings::default();
+        for (pem, source) in &self.root_pems {
+            tls.add_pem(pem, source)?;
+        }
+        for path in &self.root_files {
+            tls.add_pem_file(path)?;
+        }
+        if !tls.has_roots() && self.roots_from_env {
+            if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty()) {
+                tls.add_pem_file(std::path::Path::new(&path)).map_err(|e| {
+                    Error::Config(format!("{}: {e}", transport::SSL_CERT_FILE))
+                })?;
+            }
+        }
+        tls.platform_verifier = self.platform_verifier;
+        let transport = Transport::new(transport::Settings {
+            connect_timeout: self.connect_timeout,
+            proxy,
+            tls,
+            pinned: self.pinned,
+            user_agent: concat!("oai-sse/", env!("CARGO_PKG_VERSION")).to_owned(),
+        })?;
         Ok(Client {
             inner: Arc::new(Inner {
-                url,
-                auth,
+                transport,
+                urls,
                 headers,
-                agent_config,
-                watch: WatchLimits {
+                limits: Limits {
+                    connect: self.connect_timeout,
                     first_byte: self.first_byte_timeout,
                     idle: self.idle_timeout,
-                    deadline: self.deadline,
+                    drain: DRAIN_LIMIT,
                 },
+                deadline: self.deadline,
                 retry: self.retry,
                 sse_limits: self.sse_limits,
                 chat_limits: self.chat_limits,
+                no_replay_until: Mutex::new(None),
             }),
         })
     }
 }
 
-/// `base` → the chat-completions endpoint (see [`ClientBuilder::base_url`]).
-fn chat_completions_url(base: &str) -> Result<String, Error> {
-    let trimmed = base.trim().trim_end_matches('/');
-    let rest = match trimmed.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
-            if !cfg!(feature = "tls") {
+/// The endpoints a client talks to, derived from its base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Urls {
+    /// `POST` chat completions here.
+    pub chat: String,
+    /// llama.cpp's stream replay: `GET`/`DELETE {base}/stream?conv_id=...`.
+    pub stream: String,
+}
+
+impl Urls {
+    /// `base` → the endpoints (see [`ClientBuilder::base_url`]).
+    fn from_base(base: &str) -> Result<Self, Error> {
+        let shown = crate::redact::redact_userinfo(base);
+        let trimmed = base.trim().trim_end_matches('/');
+        let rest = match trimmed.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
+                if !cfg!(feature = "tls") {
+                    return Err(Error::Config(format!(
+                        "{shown:?} needs TLS, but oai-sse was built without the `tls` feature"
+                    )));
+                }
+                rest
+            }
+            _ => {
                 return Err(Error::Config(format!(
-                    "{base:?} needs TLS, but oai-sse was built without the `tls` feature"
+                    "base URL {shown:?} must start with http:// or https://"
                 )));
             }
-            rest
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(Error::Config(format!("base URL {shown:?} has no host")));
         }
-        _ => {
-            return Err(Error::Config(format!(
-                "base URL {base:?} must start with http:// or https://"
-            )));
-        }
-    };
-    if rest.is_empty() || rest.starts_with('/') {
-        return Err(Error::Config(format!("base URL {base:?} has no host")));
+        let api = if let Some(api) = trimmed.strip_suffix("/chat/completions") {
+            api.to_owned()
+        } else if rest.contains('/') {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}/v1")
+        };
+        let urls = Self {
+            chat: format!("{api}/chat/completions"),
+            stream: format!("{api}/stream"),
+        };
+        urls.chat
+            .parse::<ureq::http::Uri>()
+            .map_err(|e| Error::Config(format!("invalid base URL {shown:?}: {e}")))?;
+        Ok(urls)
     }
-    let url = if trimmed.ends_with("/chat/completions") {
-        trimmed.to_owned()
-    } else if rest.contains('/') {
-        format!("{trimmed}/chat/completions")
-    } else {
-        format!("{trimmed}/v1/chat/completions")
-    };
-    url.parse::<ureq::http::Uri>()
-        .map_err(|e| Error::Config(format!("invalid base URL {base:?}: {e}")))?;
-    Ok(url)
 }
 
 /// Per-call settings.
@@ -289,24 +416,8 @@ pub struct CallOptions {
     pub jitter_seed: Option<u64>,
     /// Called before each backoff wait, e.g. to show "retry 1/3 after 262 ms: ..." to a
     /// user. (Output already delivered is announced separately by
-    /// [`StreamEvent::Restart`] when the next attempt starts.)
+    /// [`StreamEvent::Restart`] or [`StreamEvent::Resumed`] when the next attempt starts.)
     pub on_retry: Option<RetryHook>,
-}
-
-/// A callback told about each retry; see [`CallOptions::on_retry`].
-pub type RetryHook = Arc<dyn Fn(&RetryNotice<'_>) + Send + Sync>;
-
-/// What [`CallOptions::on_retry`] is told.
-#[derive(Debug)]
-pub struct RetryNotice<'a> {
-    /// The retry about to happen (1-based).
-    pub retry: u32,
-    /// The policy's `max_retries`.
-    pub max_retries: u32,
-    /// The wait before it.
-    pub delay: Duration,
-    /// Why the attempt failed.
-    pub error: &'a Error,
 }
 
 impl fmt::Debug for CallOptions {
@@ -320,8 +431,27 @@ impl fmt::Debug for CallOptions {
     }
 }
 
+/// What a streaming callback returns: `()` to go on, or a [`ControlFlow`] to stop early
+/// (`ControlFlow::Break(())` ends the call and returns what arrived so far).
+pub trait Flow {
+    /// Whether to go on.
+    fn flow(self) -> ControlFlow<()>;
+}
+
+impl Flow for () {
+    fn flow(self) -> ControlFlow<()> {
+        ControlFlow::Continue(())
+    }
+}
+
+impl Flow for ControlFlow<()> {
+    fn flow(self) -> ControlFlow<()> {
+        self
+    }
+}
+
 /// A streaming chat client for one OpenAI-compatible server. Build once, share freely:
-/// it is `Send + Sync` and cloning it is cheap.
+/// it is `Send + Sync`, cloning it is cheap, and clones share one connection pool.
 ///
 /// # Examples
 ///
@@ -329,13 +459,13 @@ impl fmt::Debug for CallOptions {
 /// use oai_sse::{ChatRequest, Client, Message, StreamEvent};
 ///
 /// let client = Client::builder().base_url("http://127.0.0.1:8080/v1").build()?;
-/// let request = ChatRequest::new("qwen3", vec![Message::user("Say hello")]);
+/// let request = ChatRequest::new("any", vec![Message::user("Say hello")]);
 /// let response = client.chat_stream(&request, |event| {
 ///     if let StreamEvent::Content { text, .. } = event {
 ///         print!("{text}");
 ///     }
 /// })?;
-/// println!("\n{} retries", response.retries.len());
+/// println!("\n{:?}", response.usage);
 /// # Ok::<(), oai_sse::Error>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -343,23 +473,42 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    url: String,
-    auth: Option<ureq::http::HeaderValue>,
-    headers: Vec<(ureq::http::HeaderName, ureq::http::HeaderValue)>,
-    agent_config: ureq::config::Config,
-    watch: WatchLimits,
-    retry: RetryPolicy,
-    sse_limits: SseLimits,
-    chat_limits: ChatLimits,
+/// What every call of a client shares.
+pub(crate) struct Inner {
+    pub transport: Transport,
+    pub urls: Urls,
+    /// Authorization and the builder's extra headers, on every request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub limits: Limits,
+    pub deadline: Option<Duration>,
+    pub retry: RetryPolicy,
+    pub sse_limits: SseLimits,
+    pub chat_limits: ChatLimits,
+    /// Until when the server is taken to have no stream-replay route.
+    no_replay_until: Mutex<Option<Instant>>,
+}
+
+impl Inner {
+    /// Whether to try resuming on this server (it was not found without the route lately).
+    pub(crate) fn replay_available(&self) -> bool {
+        let until = *self.no_replay_until.lock().unwrap_or_else(PoisonError::into_inner);
+        until.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Remembers that the server has no replay route (or that it works again).
+    pub(crate) fn set_replay_available(&self, available: bool) {
+        let until = (!available).then(|| Instant::now() + REPLAY_MEMORY);
+        *self.no_replay_until.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
 }
 
 impl fmt::Debug for Inner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Client")
-            .field("url", &self.url)
-            .field("api_key", &self.auth.as_ref().map(|_| "<redacted>"))
-            .field("watch", &self.watch)
+            .field("url", &crate::redact::redact_userinfo(&self.urls.chat))
+            .field("headers", &names)
+            .field("limits", &self.limits)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -369,8 +518,9 @@ impl fmt::Debug for Inner {
 /// returns the result.
 #[derive(Debug)]
 pub struct ChatThread {
-    /// The deltas as they arrive. The channel is unbounded; its size is bounded by the
-    /// response size limit.
+    /// The events as they arrive. The channel holds a few dozen events; when the reader
+    /// falls behind, the call waits for it (so memory stays bounded whatever the server
+    /// sends), and a reader that hangs up only loses the live view.
     pub events: mpsc::Receiver<OwnedStreamEvent>,
     cancel: CancelHandle,
     handle: JoinHandle<Result<ChatResponse, Error>>,
@@ -414,9 +564,28 @@ impl Client {
         Self::builder().base_url(base_url).build()
     }
 
-    /// The endpoint requests go to.
+    /// The endpoint chat requests go to.
     pub fn url(&self) -> &str {
-        &self.inner.url
+        &self.inner.urls.chat
+    }
+
+    /// Starts a streamed chat call and returns it as a pull-style [`ChatStream`]: nothing is
+    /// sent until the first [`ChatStream::next_event`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the request does not serialize.
+    pub fn stream(&self, request: &ChatRequest) -> Result<ChatStream, Error> {
+        self.stream_with(request, CallOptions::default())
+    }
+
+    /// [`stream`](Self::stream) with per-call options (cancel handle, retry policy, hook).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the request does not serialize.
+    pub fn stream_with(&self, request: &ChatRequest, options: CallOptions) -> Result<ChatStream, Error> {
+        ChatStream::new(Arc::clone(&self.inner), request, options)
     }
 
     /// Sends `request` (with `stream: true`) and returns the aggregated response.
@@ -428,15 +597,18 @@ impl Client {
         self.chat_with(request, &CallOptions::default(), |_| {})
     }
 
-    /// Like [`chat`](Self::chat), handing each delta to `on_event` as it arrives.
+    /// Like [`chat`](Self::chat), handing each event to `on_event` as it arrives. The
+    /// callback may return `()`, or a [`ControlFlow`]: `Break(())` stops the call at once
+    /// and returns what arrived so far, marked
+    /// [`stopped_by_caller`](ChatResponse::stopped_by_caller).
     ///
     /// # Errors
     ///
     /// See [`Error`].
-    pub fn chat_stream(
+    pub fn chat_stream<R: Flow>(
         &self,
         request: &ChatRequest,
-        on_event: impl FnMut(&StreamEvent<'_>),
+        on_event: impl FnMut(&StreamEvent<'_>) -> R,
     ) -> Result<ChatResponse, Error> {
         self.chat_with(request, &CallOptions::default(), on_event)
     }
@@ -446,24 +618,33 @@ impl Client {
     /// # Errors
     ///
     /// See [`Error`].
-    pub fn chat_with(
+    pub fn chat_with<R: Flow>(
         &self,
         request: &ChatRequest,
         options: &CallOptions,
-        mut on_event: impl FnMut(&StreamEvent<'_>),
+        mut on_event: impl FnMut(&StreamEvent<'_>) -> R,
     ) -> Result<ChatResponse, Error> {
-        self.run(request, options, &mut on_event)
+        let mut stream = self.stream_with(request, options.clone())?;
+        while let Some(event) = stream.next_event()? {
+            if on_event(&event).flow().is_break() {
+                return Ok(stream.stop());
+            }
+        }
+        stream.finish()
     }
 
-    /// Runs the call on a new thread and delivers owned events over a channel.
+    /// Runs the call on a new thread and delivers owned events over a bounded channel.
     pub fn chat_in_thread(&self, request: ChatRequest, mut options: CallOptions) -> ChatThread {
         let cancel = options.cancel.get_or_insert_with(CancelHandle::new).clone();
-        let (tx, events) = mpsc::channel();
+        let (tx, events) = mpsc::sync_channel(THREAD_CHANNEL);
         let client = self.clone();
         let handle = std::thread::spawn(move || {
-            // A receiver that hung up only loses the live view; the call still completes.
+            let mut connected = true;
             client.chat_with(&request, &options, |event| {
-                let _ = tx.send(event.to_owned_event());
+                // A receiver that hung up only loses the live view; the call completes.
+                if connected && tx.send(event.to_owned_event()).is_err() {
+                    connected = false;
+                }
             })
         });
         ChatThread {
@@ -471,260 +652,6 @@ impl Client {
             cancel,
             handle,
         }
-    }
-
-    fn run(
-        &self,
-        request: &ChatRequest,
-        options: &CallOptions,
-        on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<ChatResponse, Error> {
-        let policy = options.retry.as_ref().unwrap_or(&self.inner.retry);
-        let cancel = options.cancel.clone().unwrap_or_default();
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let mut streaming = request.clone();
-        streaming.stream = Some(true);
-        let expect = (streaming.usage_requested(), streaming.choices_requested());
-        let body = serde_json::to_vec(&streaming)
-            .map_err(|e| Error::Config(format!("request does not serialize: {e}")))?;
-        let mut rng = options
-            .jitter_seed
-            .map_or_else(Rng::from_entropy, Rng::seeded);
-        let watchdog = Watchdog::start(&cancel, self.inner.watch);
-        let mut history: Vec<RetryRecord> = Vec::new();
-        let mut attempt: u32 = 1;
-        loop {
-            log::debug!("attempt {attempt}: POST {}", self.inner.url);
-            let agent = self.inner.agent_config.new_agent();
-            watchdog.arm(&agent);
-            let mut delivered = false;
-            let result = self.attempt(&agent, &body, expect, &watchdog, &mut |event| {
-                delivered = true;
-                on_event(event);
-            });
-            watchdog.disarm();
-            let err = match result {
-                Ok(mut response) => {
-                    if attempt > 1 {
-                        log::info!(
-                            "recovered on attempt {attempt} after {} retries",
-                            history.len()
-                        );
-                    }
-                    response.retries = history;
-                    return Ok(response);
-                }
-                Err(err) => err,
-            };
-            let retries_done = attempt - 1;
-            let decision = decide(
-                &err,
-                policy,
-                retries_done,
-                delivered,
-                watchdog.elapsed(),
-                self.inner.watch.deadline,
-                SystemTime::now(),
-                &mut rng,
-            );
-            let delay = match decision {
-                Decision::Retry(delay) => delay,
-                Decision::GiveUp => {
-                    log::debug!("attempt {attempt} failed, not retried: {err}");
-                    return Err(err);
-                }
-                Decision::Exhausted if history.is_empty() => {
-                    // No retry was allowed at all: the error speaks for itself.
-                    log::debug!("attempt {attempt} failed, no retries allowed: {err}");
-                    return Err(err);
-                }
-                Decision::Exhausted => {
-                    log::warn!("giving up after {attempt} attempts: {err}");
-                    return Err(Error::RetriesExhausted(Box::new(RetriesExhausted {
-                        attempts: attempt,
-                        last: err,
-                        history,
-                    })));
-                }
-            };
-            let reason = err.kind();
-            log::warn!(
-                "retry {}/{} after {} ms: {err}",
-                retries_done + 1,
-                policy.max_retries,
-                delay.as_millis()
-            );
-            if let Some(hook) = &options.on_retry {
-                hook(&RetryNotice {
-                    retry: retries_done + 1,
-                    max_retries: policy.max_retries,
-                    delay,
-                    error: &err,
-                });
-            }
-            history.push(RetryRecord {
-                attempt,
-                reason,
-                delay_ms: delay.as_millis() as u64,
-            });
-            if !cancel.sleep(delay) {
-                return Err(Error::Cancelled);
-            }
-            attempt += 1;
-            if delivered {
-                on_event(&StreamEvent::Restart { attempt, reason });
-            }
-        }
-    }
-
-    /// One HTTP exchange.
-    fn attempt(
-        &self,
-        agent: &ureq::Agent,
-        body: &[u8],
-        expect: (bool, u32),
-        watchdog: &Watchdog,
-        on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<ChatResponse, Error> {
-        let inner = &self.inner;
-        let mut request = agent
-            .post(&inner.url)
-            .header("content-type", "application/json")
-            .header("accept", "text/event-stream");
-        if let Some(auth) = &inner.auth {
-            request = request.header("authorization", auth.clone());
-        }
-        for (name, value) in &inner.headers {
-            request = request.header(name.clone(), value.clone());
-        }
-        let response = request
-            .send(body)
-            .map_err(|e| interrupted(watchdog).unwrap_or_else(|| Error::ureq(e)))?;
-        let status = response.status().as_u16();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (retry_after, retry_after_ms, should_retry) = (
-            header("retry-after"),
-            header("retry-after-ms"),
-            header("x-should-retry"),
-        );
-        let content_type = response
-            .body()
-            .mime_type()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let body = Watched {
-            inner: response.into_body().into_reader(),
-            watchdog,
-        };
-        if !(200..300).contains(&status) {
-            let text = read_bounded(body, MAX_ERROR_BODY);
-            return Err(Error::Http(Box::new(HttpError {
-                status,
-                error: ApiError::from_body(&text),
-                retry_after,
-                retry_after_ms,
-                should_retry,
-            })));
-        }
-        match content_type.as_str() {
-            "text/event-stream" | "" => self.read_stream(body, expect, watchdog, on_event),
-            "application/json" => {
-                // A server that ignored `stream: true` sends the whole completion at once.
-                let limit = inner.chat_limits.max_response_bytes as u64 + MAX_ERROR_BODY;
-                let mut text = Vec::new();
-                body.take(limit)
-                    .read_to_end(&mut text)
-                    .map_err(|e| interrupted(watchdog).unwrap_or_else(|| Error::io(e)))?;
-                Ok(response_from_completion_json(&text)?)
-            }
-            _ => {
-                let text = read_bounded(body, 1024);
-                Err(Error::UnexpectedContentType {
-                    content_type,
-                    snippet: ApiError::from_body(&text).message,
-                })
-            }
-        }
-    }
-
-    fn read_stream(
-        &self,
-        body: impl Read,
-        (usage_requested, choices): (bool, u32),
-        watchdog: &Watchdog,
-        on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<ChatResponse, Error> {
-        let inner = &self.inner;
-        let mut accumulator =
-            Accumulator::with_limits(usage_requested, inner.chat_limits).expect_choices(choices);
-        let source = BufReader::with_capacity(READ_BUFFER, body);
-        let mut events = EventReader::with_limits(source, inner.sse_limits);
-        loop {
-            match events.next_item() {
-                Ok(Some(Item::Event(event))) => {
-                    if accumulator.push_event(event.event, event.data, on_event)?
-                        == Progress::Complete
-                    {
-                        // Done, even if the server holds the connection open without [DONE].
-                        break;
-                    }
-                }
-                Ok(Some(Item::Comment(_) | Item::Retry(_))) => {}
-                Ok(None) => {
-                    // Shutting the socket can look like a clean end: ask the watchdog first.
-                    if let Some(err) = interrupted(watchdog) {
-                        return Err(err);
-                    }
-                    break;
-                }
-                Err(ReadError::Io(err)) => {
-                    return Err(interrupted(watchdog).unwrap_or_else(|| Error::io(err)));
-                }
-                Err(ReadError::Sse(err)) => return Err(err.into()),
-            }
-        }
-        Ok(accumulator.finish()?)
-    }
-}
-
-/// The watchdog's reason, if it interrupted the attempt.
-fn interrupted(watchdog: &Watchdog) -> Option<Error> {
-    watchdog.fired().map(|(kind, after)| match kind {
-        crate::FailureKind::Cancelled => Error::Cancelled,
-        kind => Error::Timeout { kind, after },
-    })
-}
-
-/// Reads at most `limit` bytes, keeping what arrived before any error.
-fn read_bounded(body: impl Read, limit: u64) -> Vec<u8> {
-    let mut text = Vec::new();
-    if let Err(err) = body.take(limit).read_to_end(&mut text) {
-        log::debug!("error body cut short: {err}");
-    }
-    text
-}
-
-/// A body reader that tells the watchdog whenever bytes arrive.
-struct Watched<'w, R> {
-    inner: R,
-    watchdog: &'w Watchdog,
-}
-
-impl<R: Read> Read for Watched<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.watchdog.saw_bytes();
-        }
-        Ok(n)
     }
 }
 
@@ -735,38 +662,20 @@ mod tests {
     #[test]
     fn base_url_normalization() {
         let table = [
-            (
-                "http://127.0.0.1:8080",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
-            (
-                "http://127.0.0.1:8080/",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
-            (
-                "http://127.0.0.1:8080/v1",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
-            (
-                "http://127.0.0.1:8080/v1/",
-                "http://127.0.0.1:8080/v1/chat/completions",
-            ),
-            ("http://h/api/v1", "http://h/api/v1/chat/completions"),
-            (
-                "http://h/v1/chat/completions",
-                "http://h/v1/chat/completions",
-            ),
-            (
-                " HTTP://[::1]:9000 ",
-                "HTTP://[::1]:9000/v1/chat/completions",
-            ),
+            ("http://127.0.0.1:8080", "http://127.0.0.1:8080/v1"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/v1"),
+            ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1"),
+            ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1"),
+            ("http://h/api/v1", "http://h/api/v1"),
+            ("http://h/v1/chat/completions", "http://h/v1"),
+            (" HTTP://[::1]:9000 ", "HTTP://[::1]:9000/v1"),
         ];
-        for (base, want) in table {
-            assert_eq!(
-                chat_completions_url(base).ok().as_deref(),
-                Some(want),
-                "{base}"
-            );
+        for (base, api) in table {
+            let want = Urls {
+                chat: format!("{api}/chat/completions"),
+                stream: format!("{api}/stream"),
+            };
+            assert_eq!(Urls::from_base(base).ok(), Some(want), "{base}");
         }
         for bad in [
             "",
@@ -777,39 +686,44 @@ mod tests {
             "http://h h/v1",
         ] {
             assert!(
-                matches!(chat_completions_url(bad), Err(Error::Config(_))),
+                matches!(Urls::from_base(bad), Err(Error::Config(_))),
                 "{bad:?}"
             );
         }
     }
 
     #[test]
-    fn api_key_never_prints() {
-        let client = Client::builder()
+    fn secrets_never_print() {
+        let builder = Client::builder()
+            .base_url("http://alice:hunter2-password@127.0.0.1:8080/v1")
             .api_key("sk-secret-123")
-            .build()
-            .expect("valid");
+            .header("api-key", "azure-secret-456")
+            .proxy(ProxyConfig::Url("http://bob:proxy-pass-789@127.0.0.1:3128".into()));
+        let client = builder.clone().build().expect("valid");
         let shown = format!(
-            "{client:?} {:?} {}",
+            "{builder:?} {client:?} {:?} {}",
             ApiKey::new("sk-secret-123"),
             ApiKey::new("sk-secret-123")
         );
-        assert!(!shown.contains("sk-secret"), "{shown}");
+        for secret in ["sk-secret", "azure-secret", "proxy-pass", "hunter2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        let bad_proxy = Client::builder()
+            .proxy(ProxyConfig::Url("ftp://carol:proxy-secret@[bad".into()))
+            .build();
+        assert!(matches!(&bad_proxy, Err(Error::Config(m)) if !m.contains("proxy-secret")), "{bad_proxy:?}");
     }
 
     #[test]
     fn bad_settings_are_config_errors() {
-        assert!(matches!(
-            Client::builder().header("bad name", "x").build(),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            Client::builder().header("x-ok", "bad\nvalue").build(),
-            Err(Error::Config(_))
-        ));
-        assert!(matches!(
-            Client::builder().api_key("line\nbreak").build(),
-            Err(Error::Config(_))
-        ));
+        for builder in [
+            Client::builder().header("bad name", "x"),
+            Client::builder().header("x-ok", "bad\nvalue"),
+            Client::builder().api_key("line\nbreak"),
+            Client::builder().root_certificate_pem("not a certificate"),
+            Client::builder().root_certificate_file("/nonexistent/ca.pem"),
+        ] {
+            assert!(matches!(builder.build(), Err(Error::Config(_))));
+        }
     }
 }

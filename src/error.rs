@@ -1,251 +1,64 @@
-//! The crate's error type and the normalized failure kind the retry classifier matches on.
+//! The caller-facing error: one type for every call, shaped for the questions a caller asks
+//! (what kind of failure, which status, what did the server say, was it retried, would a
+//! retry help), whichever layer noticed the failure.
 
 use crate::chat::{ApiError, ChatError};
-use crate::retry::RetryRecord;
+use crate::kind::{FailureKind, RetryRecord};
+use crate::retry::retry_after;
 use crate::sse::SseError;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use std::{fmt, io};
 
-/// What went wrong, reduced to the few classes the retry policy and callers care about.
+/// Everything a call can fail with.
 ///
-/// `Display` gives a short lowercase phrase; [`FailureKind::as_str`] gives the stable
-/// snake_case name used in logs and in the CLI's `"retries"` JSON array.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The connection ended before the response was complete (FIN, or an RST that ureq reports as EOF).
-    UnexpectedEof,
-    /// The peer reset the connection.
-    ConnectionReset,
-    /// The connection was aborted locally.
-    ConnectionAborted,
-    /// Writing the request failed because the peer had closed.
-    BrokenPipe,
-    /// Nothing was listening (a local server being restarted).
-    ConnectionRefused,
-    /// Connecting took longer than the connect timeout.
-    ConnectTimeout,
-    /// No response byte (headers, then the first body byte) arrived within the first-byte
-    /// timeout.
-    FirstByteTimeout,
-    /// No body bytes arrived within the idle timeout.
-    IdleTimeout,
-    /// The total deadline for the call passed.
-    DeadlineExceeded,
-    /// Some other timeout.
-    TimedOut,
-    /// The SSE stream ended before `[DONE]` or before every choice finished.
-    IncompleteStream,
-    /// Tool-call arguments were not valid JSON at the end of a stream that did not stop for `length`.
-    TruncatedToolCallArguments,
-    /// Tool-call arguments were cut because the model hit its token limit (`finish_reason: length`).
-    ToolCallArgumentsCutByLength,
-    /// The server answered with a non-success HTTP status.
-    HttpStatus,
-    /// The server sent an error object inside the stream.
-    ApiError,
-    /// A complete SSE line carried data that is not a valid chunk.
-    MalformedChunk,
-    /// The server sent a line or event larger than the configured limits.
-    LimitExceeded,
-    /// The 200 response had a content type we cannot read.
-    UnexpectedContentType,
-    /// The host name could not be resolved.
-    Dns,
-    /// TLS handshake or certificate failure.
-    Tls,
-    /// The call was cancelled through its cancel handle.
-    Cancelled,
-    /// The client was misconfigured (bad URL, bad header, ...).
-    InvalidConfig,
-    /// Any other I/O or protocol failure.
-    Other,
-}
-
-impl FailureKind {
-    /// The stable snake_case name (`"unexpected_eof"`, `"connection_reset"`, ...).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::UnexpectedEof => "unexpected_eof",
-            Self::ConnectionReset => "connection_reset",
-            Self::ConnectionAborted => "connection_aborted",
-            Self::BrokenPipe => "broken_pipe",
-            Self::ConnectionRefused => "connection_refused",
-            Self::ConnectTimeout => "connect_timeout",
-            Self::FirstByteTimeout => "first_byte_timeout",
-            Self::IdleTimeout => "idle_timeout",
-            Self::DeadlineExceeded => "deadline_exceeded",
-            Self::TimedOut => "timed_out",
-            Self::IncompleteStream => "incomplete_stream",
-            Self::TruncatedToolCallArguments => "truncated_tool_call_arguments",
-            Self::ToolCallArgumentsCutByLength => "tool_call_arguments_cut_by_length",
-            Self::HttpStatus => "http_status",
-            Self::ApiError => "api_error",
-            Self::MalformedChunk => "malformed_chunk",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::UnexpectedContentType => "unexpected_content_type",
-            Self::Dns => "dns",
-            Self::Tls => "tls",
-            Self::Cancelled => "cancelled",
-            Self::InvalidConfig => "invalid_config",
-            Self::Other => "other",
-        }
-    }
-}
-
-impl FailureKind {
-    /// Every kind, in declaration order.
-    pub const ALL: [Self; 23] = [
-        Self::UnexpectedEof,
-        Self::ConnectionReset,
-        Self::ConnectionAborted,
-        Self::BrokenPipe,
-        Self::ConnectionRefused,
-        Self::ConnectTimeout,
-        Self::FirstByteTimeout,
-        Self::IdleTimeout,
-        Self::DeadlineExceeded,
-        Self::TimedOut,
-        Self::IncompleteStream,
-        Self::TruncatedToolCallArguments,
-        Self::ToolCallArgumentsCutByLength,
-        Self::HttpStatus,
-        Self::ApiError,
-        Self::MalformedChunk,
-        Self::LimitExceeded,
-        Self::UnexpectedContentType,
-        Self::Dns,
-        Self::Tls,
-        Self::Cancelled,
-        Self::InvalidConfig,
-        Self::Other,
-    ];
-
-    /// The kind with this [`as_str`](Self::as_str) name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, word) in self.as_str().split('_').enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
-            f.write_str(word)?;
-        }
-        Ok(())
-    }
-}
-
-impl serde::Serialize for FailureKind {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl FailureKind {
-    /// The kind an I/O error stands for. `WouldBlock` is what a socket read timeout raises
-    /// on some platforms, so it counts as a timeout.
-    pub fn from_io(err: &io::Error) -> Self {
-        if let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<ureq::Error>()) {
-            return Self::from_ureq(inner);
-        }
-        match err.kind() {
-            io::ErrorKind::UnexpectedEof => Self::UnexpectedEof,
-            io::ErrorKind::ConnectionReset => Self::ConnectionReset,
-            io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected => {
-                Self::ConnectionAborted
-            }
-            io::ErrorKind::BrokenPipe => Self::BrokenPipe,
-            io::ErrorKind::ConnectionRefused => Self::ConnectionRefused,
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::TimedOut,
-            _ => Self::Other,
-        }
-    }
-
-    /// The kind a ureq error stands for, looking through ureq's wrapping of I/O errors.
-    pub fn from_ureq(err: &ureq::Error) -> Self {
-        use ureq::Timeout as T;
-        match err {
-            ureq::Error::Io(io) => Self::from_io(io),
-            ureq::Error::Timeout(T::Connect | T::Resolve) => Self::ConnectTimeout,
-            ureq::Error::Timeout(T::RecvResponse | T::SendRequest | T::SendBody) => {
-                Self::FirstByteTimeout
-            }
-            ureq::Error::Timeout(T::PerRead | T::RecvBody) => Self::IdleTimeout,
-            ureq::Error::Timeout(T::Global | T::PerCall) => Self::DeadlineExceeded,
-            ureq::Error::Timeout(_) => Self::TimedOut,
-            ureq::Error::HostNotFound => Self::Dns,
-            ureq::Error::Tls(_) => Self::Tls,
-            #[cfg(feature = "tls")]
-            ureq::Error::Rustls(_) => Self::Tls,
-            ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
-                Self::InvalidConfig
-            }
-            ureq::Error::BodyExceedsLimit(_) => Self::LimitExceeded,
-            // ureq's reader reports a connection closed inside the chunked framing (in a
-            // chunk-size line, or before a chunk's CRLF) as a stalled body: a cut connection.
-            ureq::Error::BodyStalled => Self::UnexpectedEof,
-            _ => Self::Other,
-        }
-    }
-}
-
-/// Everything a chat call can fail with.
+/// Most callers need only the helpers: [`kind`](Self::kind) (a [`FailureKind`]),
+/// [`status`](Self::status), [`api_error`](Self::api_error), [`retries`](Self::retries) and
+/// [`is_transient`](Self::is_transient) — they all look through [`Error::AfterRetries`].
 ///
-/// [`Error::kind`] reduces it to a [`FailureKind`]; the retry policy decides on that (plus
-/// status and headers for [`Error::Http`]).
-#[derive(Debug, thiserror::Error)]
+/// # Examples
+///
+/// ```
+/// use oai_sse::{Error, FailureKind};
+///
+/// fn explain(err: &Error) -> String {
+///     match (err.status(), err.kind()) {
+///         (Some(429), _) => format!("rate limited after {} retries", err.retries().len()),
+///         (_, FailureKind::ConnectionRefused) => "is the server running?".into(),
+///         _ => err.to_string(),
+///     }
+/// }
+/// # let _ = explain;
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The client was built with an invalid setting (URL, header, proxy). Fix the setting.
+    /// The client was built with an invalid setting (URL, header, proxy, certificate). Fix
+    /// the setting.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The connection failed: refused, reset, cut (`UnexpectedEof`), ... The source keeps the
-    /// real [`io::ErrorKind`]. Usually transient: the retry layer retries these.
-    #[error("{kind}: {source}")]
-    Io {
-        /// The normalized kind.
-        kind: FailureKind,
-        /// The error as the socket (or ureq) reported it.
-        #[source]
-        source: io::Error,
-    },
-    /// A failure inside ureq that is not plain I/O: DNS, TLS, a malformed HTTP response.
-    #[error("{kind}: {source}")]
-    Transport {
-        /// The normalized kind.
-        kind: FailureKind,
-        /// ureq's error.
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    /// A timeout fired: connect, first byte, idle between reads, or the total deadline.
-    #[error("{kind} ({} ms)", .after.as_millis())]
-    Timeout {
-        /// Which timeout.
-        kind: FailureKind,
-        /// The configured limit that was crossed.
-        after: Duration,
-    },
+    /// The connection or the HTTP exchange failed: refused, reset, cut, a timeout, DNS,
+    /// TLS, broken HTTP framing. [`TransportError::kind`] says which; most are transient and
+    /// were retried before you see them.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The server answered with a non-success status. Retried for 408/429/502/503/504
     /// unless the body or headers say not to.
     #[error("http {}: {}", .0.status, .0.error)]
     Http(Box<HttpError>),
-    /// The stream itself was wrong: an error event, a malformed chunk, an early end,
-    /// truncated tool-call arguments, a size limit.
+    /// The chat stream itself was wrong: an error event, a malformed chunk, an early end,
+    /// truncated tool-call arguments, a response size limit.
     #[error(transparent)]
     Stream(#[from] ChatError),
-    /// The event stream crossed a size bound.
+    /// The event stream crossed a size bound (a line or an event too long). Raise
+    /// [`sse::Limits`](crate::sse::Limits) if the server's events are legitimately that large.
     #[error(transparent)]
     Sse(#[from] SseError),
-    /// A 200 response that is neither `text/event-stream` nor JSON (a captive portal, a
-    /// misrouted proxy). Check the base URL.
+    /// A 200 response whose content type (or content encoding) we cannot read: a captive
+    /// portal, a misrouted proxy, a compressing gateway. Check the base URL.
     #[error("unexpected content type {content_type:?} in a 200 response: {snippet}")]
     UnexpectedContentType {
-        /// The `Content-Type` header (empty if absent).
+        /// The `Content-Type` header (empty if absent), or `Content-Encoding: <coding>`.
         content_type: String,
         /// The start of the body.
         snippet: String,
@@ -253,21 +66,97 @@ pub enum Error {
     /// The call was cancelled through its [`CancelHandle`](crate::CancelHandle).
     #[error("cancelled")]
     Cancelled,
-    /// Transient failures went on past the retry policy's limits (at least one retry was
-    /// made). Holds the last error and what was tried.
-    #[error("gave up after {} attempts: {}", .0.attempts, .0.last)]
-    RetriesExhausted(Box<RetriesExhausted>),
+    /// The call failed after at least one retry: either transient failures went on past the
+    /// retry policy's limits, or a permanent failure followed. Holds the last error and
+    /// what was tried.
+    #[error("{0}")]
+    AfterRetries(Box<AfterRetries>),
 }
 
-/// Details of [`Error::RetriesExhausted`].
-#[derive(Debug)]
-pub struct RetriesExhausted {
+/// A failure of the connection or the HTTP exchange (see [`Error::Transport`]).
+#[derive(Debug, Clone)]
+pub struct TransportError {
+    kind: FailureKind,
+    limit: Option<Duration>,
+    /// Shared so that errors can be cloned (a stream hands its failure out more than once).
+    source: Arc<io::Error>,
+}
+
+impl TransportError {
+    /// A failure of this kind caused by `source`.
+    pub(crate) fn new(kind: FailureKind, source: io::Error) -> Self {
+        Self {
+            kind,
+            limit: None,
+            source: Arc::new(source),
+        }
+    }
+
+    /// A timeout of this kind: the configured `limit` passed.
+    pub(crate) fn timeout(kind: FailureKind, limit: Duration) -> Self {
+        let message = format!("{kind} after {} ms", limit.as_millis());
+        Self {
+            kind,
+            limit: Some(limit),
+            source: Arc::new(io::Error::new(io::ErrorKind::TimedOut, message)),
+        }
+    }
+
+    /// The normalized kind: `unexpected_eof`, `connection_reset`, `idle_timeout`, `tls`, ...
+    pub fn kind(&self) -> FailureKind {
+        self.kind
+    }
+
+    /// For a timeout, the configured limit that was crossed.
+    pub fn limit(&self) -> Option<Duration> {
+        self.limit
+    }
+
+    /// The underlying I/O error, with its real [`io::ErrorKind`].
+    pub fn io_error(&self) -> &io::Error {
+        &self.source
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.limit {
+            Some(limit) => write!(f, "{} ({} ms)", self.kind, limit.as_millis()),
+            None => write!(f, "{}: {}", self.kind, self.source),
+        }
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Details of [`Error::AfterRetries`].
+#[derive(Debug, Clone)]
+pub struct AfterRetries {
     /// Attempts made.
     pub attempts: u32,
     /// The error of the last attempt.
     pub last: Error,
     /// One record per retry that was made.
     pub history: Vec<RetryRecord>,
+    /// The last failure was transient but the retry budget (count, time or deadline) was
+    /// spent; `false` when a permanent failure followed the retries.
+    pub exhausted: bool,
+}
+
+impl fmt::Display for AfterRetries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.exhausted {
+            write!(f, "gave up after {} attempts: {}", self.attempts, self.last)
+        } else {
+            let retries = self.history.len();
+            let s = if retries == 1 { "y" } else { "ies" };
+            write!(f, "{} (after {retries} retr{s})", self.last)
+        }
+    }
 }
 
 /// A non-success HTTP response, with what the retry policy needs from it.
@@ -286,9 +175,10 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    /// The wait the server asked for, if any (see [`crate::retry::server_delay`]).
+    /// The wait the server asked for, if any (see [`retry::server_delay`](crate::retry::server_delay)).
+    /// A value too large to represent reads as [`Duration::MAX`] (so it is "too long").
     pub fn server_delay(&self, now: SystemTime) -> Option<Duration> {
-        crate::retry::server_delay(
+        retry_after::server_delay(
             self.retry_after_ms.as_deref(),
             self.retry_after.as_deref(),
             now,
@@ -297,46 +187,113 @@ impl HttpError {
 }
 
 impl Error {
-    /// The normalized kind, for retry decisions and logs.
+    /// The normalized kind of the (last) failure, for retry decisions and logs.
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::Config(_) => FailureKind::InvalidConfig,
-            Self::Io { kind, .. } | Self::Transport { kind, .. } | Self::Timeout { kind, .. } => {
-                *kind
-            }
+            Self::Transport(err) => err.kind,
             Self::Http(_) => FailureKind::HttpStatus,
             Self::Stream(err) => err.kind(),
             Self::Sse(_) => FailureKind::LimitExceeded,
             Self::UnexpectedContentType { .. } => FailureKind::UnexpectedContentType,
             Self::Cancelled => FailureKind::Cancelled,
-            Self::RetriesExhausted(exhausted) => exhausted.last.kind(),
+            Self::AfterRetries(after) => after.last.kind(),
+        }
+    }
+
+    /// The HTTP status of the (last) failure, if the server answered with an error status.
+    pub fn status(&self) -> Option<u16> {
+        match self.last() {
+            Self::Http(http) => Some(http.status),
+            _ => None,
         }
     }
 
     /// The server's error, from an error status or an error event in the stream.
     pub fn api_error(&self) -> Option<&ApiError> {
-        match self {
+        match self.last() {
             Self::Http(http) => Some(&http.error),
             Self::Stream(ChatError::Api(api)) => Some(api),
-            Self::RetriesExhausted(exhausted) => exhausted.last.api_error(),
             _ => None,
         }
     }
 
-    pub(crate) fn io(source: io::Error) -> Self {
-        Self::Io {
-            kind: FailureKind::from_io(&source),
-            source,
+    /// The transport failure, if the (last) failure was one.
+    pub fn transport(&self) -> Option<&TransportError> {
+        match self.last() {
+            Self::Transport(err) => Some(err),
+            _ => None,
         }
     }
 
-    pub(crate) fn ureq(err: ureq::Error) -> Self {
-        match err {
-            ureq::Error::Io(source) => Self::io(source),
-            other => Self::Transport {
-                kind: FailureKind::from_ureq(&other),
-                source: Box::new(other),
-            },
+    /// The retries made before this error (empty if the first attempt failed for good).
+    pub fn retries(&self) -> &[RetryRecord] {
+        match self {
+            Self::AfterRetries(after) => &after.history,
+            _ => &[],
+        }
+    }
+
+    /// The error of the last attempt (this error itself unless it is
+    /// [`Error::AfterRetries`]).
+    pub fn last(&self) -> &Error {
+        match self {
+            Self::AfterRetries(after) => after.last.last(),
+            other => other,
+        }
+    }
+
+    /// Whether the (last) failure was of a transient kind under the default
+    /// [`RetryPolicy`](crate::retry::RetryPolicy): trying again later may succeed. A failure
+    /// that exhausted the retry budget is transient; a 400 or a malformed chunk is not.
+    pub fn is_transient(&self) -> bool {
+        match self.last() {
+            Self::Transport(err) => err.kind.is_transient_transport(),
+            Self::Http(http) => matches!(http.status, 408 | 429 | 502 | 503 | 504),
+            Self::Stream(err) => matches!(
+                err.kind(),
+                FailureKind::IncompleteStream | FailureKind::TruncatedToolCallArguments
+            ),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn io(kind: FailureKind, source: io::Error) -> Self {
+        Self::Transport(TransportError::new(kind, source))
+    }
+}
+
+impl FailureKind {
+    /// Whether a transport failure of this kind is worth retrying (DNS failures are not by
+    /// default: usually a typo).
+    pub(crate) fn is_transient_transport(self) -> bool {
+        matches!(
+            self,
+            Self::UnexpectedEof
+                | Self::ConnectionReset
+                | Self::ConnectionAborted
+                | Self::BrokenPipe
+                | Self::ConnectionRefused
+                | Self::ConnectTimeout
+                | Self::FirstByteTimeout
+                | Self::IdleTimeout
+                | Self::TimedOut
+        )
+    }
+
+    /// The kind an I/O error stands for. `WouldBlock` is what a socket read timeout raises on
+    /// some platforms, so it counts as a timeout.
+    pub(crate) fn from_io_kind(kind: io::ErrorKind) -> Self {
+        match kind {
+            io::ErrorKind::UnexpectedEof => Self::UnexpectedEof,
+            io::ErrorKind::ConnectionReset => Self::ConnectionReset,
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected => {
+                Self::ConnectionAborted
+            }
+            io::ErrorKind::BrokenPipe => Self::BrokenPipe,
+            io::ErrorKind::ConnectionRefused => Self::ConnectionRefused,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::TimedOut,
+            _ => Self::Other,
         }
     }
 }
@@ -344,10 +301,74 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::RetryAction;
 
     #[test]
     fn error_stays_small() {
         // `Result<_, Error>` travels through every layer; grow it only on purpose.
-        assert_eq!(std::mem::size_of::<Error>(), 56);
+        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+    }
+
+    fn http(status: u16) -> Error {
+        Error::Http(Box::new(HttpError {
+            status,
+            error: ApiError {
+                message: "slow down".into(),
+                ..ApiError::default()
+            },
+            retry_after: None,
+            retry_after_ms: None,
+            should_retry: None,
+        }))
+    }
+
+    fn after(last: Error, exhausted: bool) -> Error {
+        Error::AfterRetries(Box::new(AfterRetries {
+            attempts: 2,
+            last,
+            history: vec![RetryRecord {
+                attempt: 1,
+                reason: FailureKind::HttpStatus,
+                delay_ms: 250,
+                action: RetryAction::Restarted,
+            }],
+            exhausted,
+        }))
+    }
+
+    #[test]
+    fn helpers_look_through_retries() {
+        let err = after(http(429), true);
+        assert_eq!(err.status(), Some(429));
+        assert_eq!(err.kind(), FailureKind::HttpStatus);
+        assert_eq!(err.api_error().map(|e| e.message.as_str()), Some("slow down"));
+        assert_eq!(err.retries().len(), 1);
+        assert!(err.is_transient());
+        assert_eq!(err.to_string(), "gave up after 2 attempts: http 429: slow down");
+
+        let err = after(http(400), false);
+        assert!(!err.is_transient());
+        assert_eq!(err.to_string(), "http 400: slow down (after 1 retry)");
+
+        let eof = Error::io(
+            FailureKind::UnexpectedEof,
+            io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"),
+        );
+        assert_eq!(eof.to_string(), "unexpected eof: peer closed");
+        assert!(eof.is_transient());
+        assert_eq!(eof.status(), None);
+        assert_eq!(
+            eof.transport().map(|t| t.io_error().kind()),
+            Some(io::ErrorKind::UnexpectedEof)
+        );
+        let idle = Error::Transport(TransportError::timeout(
+            FailureKind::IdleTimeout,
+            Duration::from_secs(60),
+        ));
+        assert_eq!(idle.to_string(), "idle timeout (60000 ms)");
+        assert_eq!(
+            idle.transport().and_then(TransportError::limit),
+            Some(Duration::from_secs(60))
+        );
     }
 }

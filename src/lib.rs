@@ -4,12 +4,14 @@
 //! servers (llama.cpp, vLLM, Ollama, LiteLLM and other gateways, hosted APIs), built to keep
 //! going when the network misbehaves.
 //!
-//! - [`Client`] sends a chat request with `stream: true`, hands each delta to a callback as
-//!   it arrives, and returns the aggregated [`ChatResponse`]. It knows when a stream is
-//!   really complete and reports a cut-off stream as an error, never as a short answer.
+//! - [`Client`] sends a chat request with `stream: true` over one keep-alive connection pool;
+//!   [`Client::stream`] hands out the events as a pull-style [`ChatStream`], and
+//!   [`Client::chat_stream`] calls a callback per event. It knows when a stream is really
+//!   complete and reports a cut-off stream as an error, never as a short answer.
 //! - Transient failures (connection cut or reset, stalls, 408/429/502/503/504, truncated
 //!   tool-call JSON) are retried with exponential backoff ([`retry`]); API errors are not.
-//!   A caller that already saw output gets a [`StreamEvent::Restart`] first.
+//!   On llama.cpp, a broken stream is *resumed* from where it broke (nothing generated
+//!   twice, a [`StreamEvent::Resumed`]); elsewhere it restarts (a [`StreamEvent::Restart`]).
 //! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
 //!   usable on its own.
 //! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
@@ -43,15 +45,21 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod attempts;
 mod cancel;
 mod chat;
 mod client;
 mod error;
+mod kind;
 #[cfg(feature = "mock")]
 pub mod mock;
+mod redact;
 pub mod retry;
 pub mod sse;
+mod stream;
+mod transport;
 
+pub use attempts::{RetryHook, RetryNotice};
 pub use cancel::CancelHandle;
 pub use chat::{
     Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
@@ -59,10 +67,11 @@ pub use chat::{
     ImageUrl, Message, OwnedStreamEvent, Progress, Role, StreamEvent, StreamOptions, Tool,
     ToolCall, ToolCallDeltaRef, Usage, response_from_completion_json,
 };
-pub use client::{
-    ApiKey, CallOptions, ChatThread, Client, ClientBuilder, ProxyConfig, RetryHook, RetryNotice,
-};
-pub use error::{Error, FailureKind, HttpError, RetriesExhausted};
+pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
+pub use error::{AfterRetries, Error, HttpError, TransportError};
+pub use kind::{FailureKind, RetryAction, RetryRecord};
+pub use retry::RetryPolicy;
+pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]

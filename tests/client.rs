@@ -489,10 +489,8 @@ fn broken_eof_before_completion_keeps_the_io_kind() {
         .chat(&request())
         .expect_err("broken");
     assert_eq!(err.kind(), FailureKind::UnexpectedEof, "{err:?}");
-    let Error::Io { source, .. } = &err else {
-        panic!("{err:?}")
-    };
-    assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof);
+    let transport = err.transport().expect("a transport failure");
+    assert_eq!(transport.io_error().kind(), std::io::ErrorKind::UnexpectedEof);
 }
 
 #[test]

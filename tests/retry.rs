@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use oai_sse::retry::{RetryPolicy, RetryRecord, Rng};
+use oai_sse::retry::{RetryAction, RetryPolicy, RetryRecord, Rng};
 use oai_sse::{
     CallOptions, CancelHandle, ChatError, ChatRequest, ChatResponse, Client, Error, FailureKind,
     Message, OwnedStreamEvent, ProxyConfig, RetryHook, RetryNotice,
@@ -73,6 +73,7 @@ fn record(attempt: u32, reason: FailureKind, delay_ms: u64) -> RetryRecord {
         attempt,
         reason,
         delay_ms,
+        action: RetryAction::Restarted,
     }
 }
 
@@ -375,7 +376,7 @@ fn check_run(
     }
     assert_eq!(connections, 2, "{cut:?}");
     assert_eq!(response.retries.len(), 1, "{cut:?}");
-    let retry = response.retries[0];
+    let retry = response.retries[0].clone();
     assert_eq!((retry.attempt, retry.delay_ms), (1, 0), "{cut:?}");
     let restarts: Vec<usize> = (0..events.len())
         .filter(|&i| matches!(events[i], OwnedStreamEvent::Restart { .. }))
@@ -736,7 +737,7 @@ fn retry_after_http_date_waits_until_that_time() {
     );
     let response = result.expect("recovered");
     assert_eq!(server.join().len(), 2);
-    let retry = response.retries[0];
+    let retry = response.retries[0].clone();
     assert_eq!(response.retries.len(), 1);
     assert_eq!(retry.reason, FailureKind::HttpStatus);
     assert!((500..=2000).contains(&retry.delay_ms), "{retry:?}");
@@ -1036,7 +1037,7 @@ fn every_attempt_fails_retries_exhausted() {
     );
     let err = result.expect_err("exhausted");
     assert_eq!(err.kind(), FailureKind::UnexpectedEof);
-    let Error::RetriesExhausted(exhausted) = err else {
+    let Error::AfterRetries(exhausted) = err else {
         panic!("{err:?}")
     };
     assert_eq!(exhausted.attempts, 4);
@@ -1050,7 +1051,7 @@ fn every_attempt_fails_retries_exhausted() {
         ]
     );
     assert!(
-        matches!(&exhausted.last, Error::Io { kind, .. } if *kind == eof),
+        matches!(&exhausted.last, Error::Transport(t) if t.kind() == eof),
         "{:?}",
         exhausted.last
     );
@@ -1105,7 +1106,7 @@ fn max_elapsed_and_deadline_stop_retrying_early() {
             .unwrap();
         let (result, _) = call(&client, &request(), &CallOptions::default());
         let err = result.expect_err(name);
-        let Error::RetriesExhausted(exhausted) = err else {
+        let Error::AfterRetries(exhausted) = err else {
             panic!("{name}: {err:?}")
         };
         assert_eq!(exhausted.attempts, 2, "{name}");

@@ -230,7 +230,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
 /// message otherwise.
 fn short_reason(err: &Error) -> String {
     match err {
-        Error::Io { kind, .. } | Error::Timeout { kind, .. } => kind.to_string(),
+        Error::Transport(t) => t.kind().to_string(),
         other => other.to_string(),
     }
 }

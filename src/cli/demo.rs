@@ -387,18 +387,13 @@ fn run_scenario(number: usize, scenario: &Scenario, live: Option<&mut dyn Write>
     row.ms = run.elapsed.as_millis() as u64;
     row.attempts = match &run.result {
         Ok(response) => response.retries.len() as u32 + 1,
-        Err(Error::RetriesExhausted(e)) => e.attempts,
-        // A bare error: the attempt that failed was not retried, or (a permanent error after
-        // retries) the history went with it; the server's count tells.
-        Err(_) => match scenario.setup {
-            Setup::Fault(_) => run.server_chats.max(1) as u32,
-            Setup::Refused => 1,
-        },
+        Err(Error::AfterRetries(e)) => e.attempts,
+        // A bare error: the attempt that failed was not retried.
+        Err(_) => 1,
     };
     row.retries = match &run.result {
         Ok(response) => response.retries.clone(),
-        Err(Error::RetriesExhausted(e)) => e.history.clone(),
-        Err(_) => Vec::new(),
+        Err(e) => e.retries().to_vec(),
     };
     row.outcome = outcome(&run.result, row.attempts);
     row.problems = check(scenario, &run, row.attempts, &row.retries);
@@ -516,7 +511,7 @@ fn outcome(result: &Result<ChatResponse, Error>, attempts: u32) -> String {
                 .collect();
             format!("recovered after {}", reasons.join(", "))
         }
-        Err(Error::RetriesExhausted(e)) => {
+        Err(Error::AfterRetries(e)) => {
             format!("error after {} attempts: {}", e.attempts, e.last)
         }
         Err(e) if attempts <= 1 => format!("error (not retried): {e}"),

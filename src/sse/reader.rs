@@ -43,6 +43,8 @@ pub struct EventReader<R> {
     /// Bytes the parser has used but the source still holds, because the last item borrows
     /// from them.
     unconsumed: usize,
+    /// Bytes of the source the parser has used in all.
+    position: u64,
     /// The first I/O failure, kept so the stream never looks cleanly ended after it.
     failure: Option<(io::ErrorKind, String)>,
 }
@@ -59,6 +61,7 @@ impl<R: BufRead> EventReader<R> {
             source,
             parser: Parser::with_limits(limits),
             unconsumed: 0,
+            position: 0,
             failure: None,
         }
     }
@@ -86,6 +89,7 @@ impl<R: BufRead> EventReader<R> {
                 return Ok(None);
             }
             let used = self.parser.advance(buf)?;
+            self.position += used as u64;
             if self.parser.item_borrows_input() {
                 self.unconsumed = used;
                 break;
@@ -114,6 +118,13 @@ impl<R: BufRead> EventReader<R> {
     /// Consumes the bytes behind the last item.
     fn release(&mut self) {
         self.source.consume(std::mem::take(&mut self.unconsumed));
+    }
+
+    /// Bytes of the source the parser has used so far. Right after an event, this is the
+    /// offset just past the line that dispatched it: where a replay of the same stream would
+    /// pick up after that event.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 
     /// The parser, for the last event ID and retry time.

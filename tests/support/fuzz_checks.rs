@@ -11,7 +11,7 @@ use std::io::{self, BufReader, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oai_sse::retry::{
-    Decision, RetryPolicy, Rng, Verdict, classify, decide, parse_http_date, server_delay,
+    Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, parse_http_date, server_delay,
     should_retry_header,
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
@@ -591,7 +591,7 @@ fn check_stream(body: &[u8], usage_requested: bool, limits: oai_sse::ChatLimits)
     let failed = loop {
         match reader.next_item() {
             Ok(Some(Item::Event(event))) => {
-                match acc.push_event(event.event, event.data, &mut sink) {
+                match acc.push_event_with(event.event, event.data, &mut sink) {
                     Ok(progress) => {
                         assert_eq!(progress == Progress::Complete, acc.is_complete());
                         if progress == Progress::Complete {
@@ -1033,6 +1033,8 @@ fn gen_policy(input: &mut Input<'_>) -> RetryPolicy {
         },
         retry_dns: input.byte() & 1 == 1,
         retry_after_output: input.byte() & 1 == 1,
+        max_wait_for_server: (input.byte() & 1 == 1).then(|| gen_duration(input)),
+        resume: input.byte() & 1 == 1,
     }
 }
 
@@ -1124,16 +1126,15 @@ pub fn retry_headers(data: &[u8]) {
     }
     let elapsed = gen_duration(&mut input);
     let deadline = (input.byte() & 1 == 1).then(|| gen_duration(&mut input));
-    let decision = decide(
-        &err,
-        &policy,
-        retry % 8,
-        input.byte() & 1 == 1,
+    let situation = Situation {
+        retries_done: retry % 8,
+        down_retries: u32::from(input.byte() % 4),
+        restart_after_output: input.byte() & 1 == 1,
         elapsed,
         deadline,
-        now,
-        &mut Rng::seeded(seed),
-    );
+        server_down_for: (input.byte() & 1 == 1).then(|| gen_duration(&mut input)),
+    };
+    let decision = decide(&err, &policy, &situation, now, &mut Rng::seeded(seed));
     if let Decision::Retry(wait) = decision {
         let cap = policy.max_delay.max(policy.max_retry_after);
         assert!(wait <= cap, "retry after {wait:?}, over {cap:?}");

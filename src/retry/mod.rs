@@ -1,28 +1,16 @@
 //! Retry decisions as pure functions: which failures are transient ([`classify`]), how long
-//! to wait ([`RetryPolicy::backoff`], server `Retry-After` headers), and a tiny seedable PRNG
-//! for jitter. Nothing here sleeps or reads a clock; the client injects both.
+//! to wait ([`RetryPolicy::backoff`], the server's `Retry-After` headers in
+//! [`retry_after`]), and a tiny seedable PRNG for jitter. Nothing here sleeps or reads a
+//! clock; the client injects both.
 
-use crate::FailureKind;
+pub mod retry_after;
+
+pub use crate::kind::{RetryAction, RetryRecord};
+pub use retry_after::{parse_http_date, server_delay, should_retry_header};
+
 use crate::chat::ChatError;
 use crate::error::Error;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// One retry the client made: which attempt failed, why, and how long it waited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RetryRecord {
-    /// The attempt that failed (1-based).
-    pub attempt: u32,
-    /// Why it failed (`"unexpected_eof"`, `"http_status"`, ...).
-    #[serde(deserialize_with = "deserialize_kind")]
-    pub reason: FailureKind,
-    /// The wait before the next attempt, in milliseconds.
-    pub delay_ms: u64,
-}
-
-fn deserialize_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<FailureKind, D::Error> {
-    let name = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
-    Ok(FailureKind::from_name(&name).unwrap_or(FailureKind::Other))
-}
 
 /// Whether a failure is worth another attempt, judged from the error alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,21 +31,8 @@ pub enum Verdict {
 pub fn classify(err: &Error, policy: &RetryPolicy, now: SystemTime) -> Verdict {
     const TRANSIENT: Verdict = Verdict::Transient { server_delay: None };
     match err {
-        Error::Io { kind, .. } | Error::Transport { kind, .. } | Error::Timeout { kind, .. } => {
-            match kind {
-                FailureKind::UnexpectedEof
-                | FailureKind::ConnectionReset
-                | FailureKind::ConnectionAborted
-                | FailureKind::BrokenPipe
-                | FailureKind::ConnectionRefused
-                | FailureKind::ConnectTimeout
-                | FailureKind::FirstByteTimeout
-                | FailureKind::IdleTimeout
-                | FailureKind::TimedOut => TRANSIENT,
-                FailureKind::Dns if policy.retry_dns => TRANSIENT,
-                _ => Verdict::Permanent,
-            }
-        }
+        Error::Transport(t) if t.kind().is_transient_transport() => TRANSIENT,
+        Error::Transport(t) if t.kind() == crate::FailureKind::Dns && policy.retry_dns => TRANSIENT,
         Error::Stream(
             ChatError::IncompleteStream { .. } | ChatError::TruncatedToolCallArguments { .. },
         ) => TRANSIENT,
@@ -78,6 +53,7 @@ pub fn classify(err: &Error, policy: &RetryPolicy, now: SystemTime) -> Verdict {
                 (true, server_delay) => Verdict::Transient { server_delay },
             }
         }
+        Error::AfterRetries(after) => classify(&after.last, policy, now),
         _ => Verdict::Permanent,
     }
 }
@@ -93,16 +69,40 @@ pub enum Decision {
     Exhausted,
 }
 
-/// Decides after a failed attempt. `retries_done` counts retries already made, `elapsed`
-/// is the time since the call started and `deadline` the call's total limit, if any.
-#[allow(clippy::too_many_arguments)] // Each input is a separate fact; a struct would only rename them.
+/// What a retry decision needs to know about the call so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Situation {
+    /// Retries made so far that count against [`RetryPolicy::max_retries`] (waits for a
+    /// server that is down or loading do not).
+    pub retries_done: u32,
+    /// Retries made while the server was down or loading (they grow the backoff too).
+    pub down_retries: u32,
+    /// The next attempt would start the answer over although output was already delivered.
+    pub restart_after_output: bool,
+    /// Time since the call started.
+    pub elapsed: Duration,
+    /// The call's total limit, if any.
+    pub deadline: Option<Duration>,
+    /// How long the server has been down or loading without a break, if it is now.
+    pub server_down_for: Option<Duration>,
+}
+
+/// Whether a failure means the server is down or still loading its model: nothing listens
+/// (a restart), or `503` (llama.cpp answers `503 Loading model` without `Retry-After`).
+/// These are waited out within [`RetryPolicy::max_wait_for_server`] instead of counted.
+pub fn server_down(err: &Error) -> bool {
+    match err.last() {
+        Error::Transport(t) => t.kind() == crate::FailureKind::ConnectionRefused,
+        Error::Http(http) => http.status == 503,
+        _ => false,
+    }
+}
+
+/// Decides after a failed attempt.
 pub fn decide(
     err: &Error,
     policy: &RetryPolicy,
-    retries_done: u32,
-    delivered_output: bool,
-    elapsed: Duration,
-    deadline: Option<Duration>,
+    situation: &Situation,
     now: SystemTime,
     rng: &mut Rng,
 ) -> Decision {
@@ -110,16 +110,32 @@ pub fn decide(
         Verdict::Transient { server_delay } => server_delay,
         Verdict::Permanent | Verdict::WaitTooLong(_) => return Decision::GiveUp,
     };
-    if delivered_output && !policy.retry_after_output {
+    if situation.restart_after_output && !policy.retry_after_output {
         return Decision::GiveUp;
     }
-    if retries_done >= policy.max_retries {
+    if policy.max_retries == 0 {
+        // No retries at all, not even waits for a server that is down.
         return Decision::Exhausted;
     }
-    let delay = server_delay.unwrap_or_else(|| policy.backoff(retries_done + 1, rng));
-    let after_wait = elapsed.saturating_add(delay);
+    let step = situation
+        .retries_done
+        .saturating_add(situation.down_retries)
+        .saturating_add(1);
+    let delay = server_delay.unwrap_or_else(|| policy.backoff(step, rng));
+    let waiting_for_server = server_down(err).then_some(policy.max_wait_for_server).flatten();
+    match waiting_for_server {
+        Some(budget) => {
+            let down = situation.server_down_for.unwrap_or(Duration::ZERO);
+            if down.saturating_add(delay) >= budget {
+                return Decision::Exhausted;
+            }
+        }
+        None if situation.retries_done >= policy.max_retries => return Decision::Exhausted,
+        None => {}
+    }
+    let after_wait = situation.elapsed.saturating_add(delay);
     let over = |limit: Option<Duration>| limit.is_some_and(|limit| after_wait >= limit);
-    if over(policy.max_elapsed) || over(deadline) {
+    if over(policy.max_elapsed) || over(situation.deadline) {
         return Decision::Exhausted;
     }
     Decision::Retry(delay)
@@ -134,7 +150,8 @@ pub fn decide(
 /// replaces the computed wait when it is at most `max_retry_after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
-    /// Retries after the first attempt (default 3, so at most 4 attempts).
+    /// Retries after the first attempt (default 3, so at most 4 attempts); 0 turns retrying
+    /// off entirely, waits for a server that is down included.
     pub max_retries: u32,
     /// Wait before the first retry (default 250 ms).
     pub initial_delay: Duration,
@@ -154,9 +171,18 @@ pub struct RetryPolicy {
     pub retry_statuses: Vec<u16>,
     /// Retry when the host name cannot be resolved (default false: usually a typo).
     pub retry_dns: bool,
-    /// Retry a failure after deltas were already delivered to the caller (default true).
+    /// Restart a call after deltas were already delivered to the caller (default true).
     /// The caller first receives a restart event. On paid APIs this re-bills the tokens.
+    /// (Resuming a stream, which regenerates nothing, is not affected.)
     pub retry_after_output: bool,
+    /// How long to keep waiting for a server that is down or loading its model (connection
+    /// refused, `503`), with the capped backoff, before giving up (default 2 minutes). These
+    /// waits do not count against `max_retries`. `None` counts them like other failures.
+    pub max_wait_for_server: Option<Duration>,
+    /// Continue a broken stream where it broke instead of starting it over, when the server
+    /// supports it (llama.cpp's stream replay; default true). See the README's "Resume,
+    /// don't restart".
+    pub resume: bool,
 }
 
 impl Default for RetryPolicy {
@@ -172,6 +198,8 @@ impl Default for RetryPolicy {
             retry_statuses: vec![408, 429, 502, 503, 504],
             retry_dns: false,
             retry_after_output: true,
+            max_wait_for_server: Some(Duration::from_secs(120)),
+            resume: true,
         }
     }
 }
@@ -197,97 +225,6 @@ impl RetryPolicy {
         // holds, so cap again.
         Duration::try_from_secs_f64(secs).map_or(self.max_delay, |d| d.min(self.max_delay))
     }
-}
-
-/// The server's requested wait, from `retry-after-ms` (milliseconds, OpenAI's header) or
-/// else `Retry-After` (seconds or an HTTP date, RFC 9110 §10.2.3). A date in the past
-/// means "now". Unparseable values are ignored.
-pub fn server_delay(
-    retry_after_ms: Option<&str>,
-    retry_after: Option<&str>,
-    now: SystemTime,
-) -> Option<Duration> {
-    if let Some(ms) = retry_after_ms.and_then(|v| v.trim().parse::<f64>().ok()) {
-        if ms.is_finite() && ms >= 0.0 {
-            return Duration::try_from_secs_f64(ms / 1000.0).ok();
-        }
-    }
-    let value = retry_after?.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::try_from_secs_f64(secs).ok())
-            .flatten();
-    }
-    let at = parse_http_date(value, now)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// `x-should-retry: true|false` (case-insensitive); anything else is no opinion.
-pub fn should_retry_header(value: Option<&str>) -> Option<bool> {
-    match value?.trim() {
-        v if v.eq_ignore_ascii_case("true") => Some(true),
-        v if v.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
-/// Parses the three HTTP date formats: IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`),
-/// RFC 850 (`Sunday, 06-Nov-94 08:49:37 GMT`) and asctime (`Sun Nov  6 08:49:37 1994`).
-/// `now` places RFC 850's two-digit years (RFC 9110 §5.6.7: a year more than 50 years in the
-/// future is the most recent past year with those digits).
-pub fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
-    let words: Vec<&str> = text
-        .split([' ', ',', '-'])
-        .filter(|w| !w.is_empty())
-        .collect();
-    let (day, month, year, time) = match words.as_slice() {
-        // IMF-fixdate and RFC 850: weekday, day, month, year, time, "GMT".
-        [_, day, month, year, time, zone] if zone.eq_ignore_ascii_case("GMT") => {
-            (*day, *month, *year, *time)
-        }
-        // asctime: weekday, month, day, time, year.
-        [_, month, day, time, year] => (*day, *month, *year, *time),
-        _ => return None,
-    };
-    let day: u32 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month))? as u32 + 1;
-    // HTTP dates have four-digit years (two in RFC 850); a longer one is garbage, and would
-    // overflow the day arithmetic below.
-    let mut year: i64 = year.parse().ok().filter(|y| (0..=9999).contains(y))?;
-    if year < 100 {
-        let this_year = 1970
-            + now
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| (d.as_secs() / 31_556_952) as i64);
-        year += this_year - this_year % 100;
-        if year > this_year + 50 {
-            year -= 100;
-        }
-    }
-    let mut hms = time.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if hms.next().is_some() || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    let secs = days.checked_mul(86_400)? + (h * 3600 + m * 60 + s) as i64;
-    let secs = u64::try_from(secs).ok()?;
-    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
-}
-
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(month) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A small PRNG (SplitMix64) for jitter: no `rand` crate, seedable for tests.
@@ -328,7 +265,8 @@ impl Rng {
 mod tests {
     use super::*;
     use crate::chat::ApiError;
-    use crate::error::HttpError;
+    use crate::FailureKind;
+    use crate::error::{HttpError, TransportError};
     use std::io;
 
     fn http(status: u16, code: Option<&str>, headers: [Option<&str>; 3]) -> Error {
@@ -347,21 +285,15 @@ mod tests {
     }
 
     fn io_err(kind: io::ErrorKind) -> Error {
-        Error::io(io::Error::new(kind, "x"))
+        Error::io(FailureKind::from_io_kind(kind), io::Error::new(kind, "x"))
     }
 
     fn timeout(kind: FailureKind) -> Error {
-        Error::Timeout {
-            kind,
-            after: Duration::from_secs(1),
-        }
+        Error::Transport(TransportError::timeout(kind, Duration::from_secs(1)))
     }
 
-    /// A ureq per-read timeout as ureq's body reader reports it: `Other` wrapping ureq's error.
-    fn wrapped_ureq_timeout() -> Error {
-        Error::io(io::Error::other(ureq::Error::Timeout(
-            ureq::Timeout::PerRead,
-        )))
+    fn failed(kind: FailureKind) -> Error {
+        Error::io(kind, io::Error::other("x"))
     }
 
     const T: Verdict = Verdict::Transient { server_delay: None };
@@ -379,19 +311,14 @@ mod tests {
             ("refused", io_err(K::ConnectionRefused), T),
             ("socket timeout", io_err(K::TimedOut), T),
             ("would block", io_err(K::WouldBlock), T),
-            ("ureq per-read timeout", wrapped_ureq_timeout(), T),
-            (
-                "ureq: closed inside chunk framing",
-                Error::ureq(ureq::Error::BodyStalled),
-                T,
-            ),
             ("other io", io_err(K::PermissionDenied), P),
             ("connect timeout", timeout(FailureKind::ConnectTimeout), T),
             ("first byte", timeout(FailureKind::FirstByteTimeout), T),
             ("idle", timeout(FailureKind::IdleTimeout), T),
             ("deadline", timeout(FailureKind::DeadlineExceeded), P),
-            ("dns", Error::ureq(ureq::Error::HostNotFound), P),
-            ("tls", Error::ureq(ureq::Error::Tls("bad certificate")), P),
+            ("dns", failed(FailureKind::Dns), P),
+            ("tls", failed(FailureKind::Tls), P),
+            ("protocol", failed(FailureKind::Protocol), P),
             (
                 "incomplete",
                 Error::Stream(ChatError::IncompleteStream {
@@ -488,6 +415,16 @@ mod tests {
                 Verdict::WaitTooLong(Duration::from_secs(61)),
             ),
             (
+                "429 retry-after too large to represent",
+                http(429, None, [Some("1e21"), None, None]),
+                Verdict::WaitTooLong(Duration::MAX),
+            ),
+            (
+                "503 retry-after-ms 1e300",
+                http(503, None, [None, Some("1e300"), None]),
+                Verdict::WaitTooLong(Duration::MAX),
+            ),
+            (
                 "400 with retry-after",
                 http(400, None, [Some("1"), None, None]),
                 P,
@@ -515,7 +452,7 @@ mod tests {
             P
         );
         assert_eq!(
-            classify(&Error::ureq(ureq::Error::HostNotFound), &policy, UNIX_EPOCH),
+            classify(&failed(FailureKind::Dns), &policy, UNIX_EPOCH),
             T
         );
     }
@@ -525,157 +462,95 @@ mod tests {
         let policy = RetryPolicy {
             jitter: 0.0,
             max_elapsed: Some(Duration::from_secs(10)),
+            max_wait_for_server: Some(Duration::from_secs(5)),
             ..RetryPolicy::default()
         };
         let eof = io_err(io::ErrorKind::UnexpectedEof);
+        let refused = io_err(io::ErrorKind::ConnectionRefused);
+        let loading = http(503, None, [None; 3]);
         let slow = http(429, None, [Some("3"), None, None]);
+        let huge = http(429, None, [Some("1e300"), None, None]);
         let s = Duration::from_secs;
-        // (error, retries done, delivered output, elapsed, call deadline) -> decision
-        type Case<'a> = (
-            &'a str,
-            &'a Error,
-            u32,
-            bool,
-            Duration,
-            Option<Duration>,
-            Decision,
-        );
-        let table: Vec<Case> = vec![
-            (
-                "first retry",
-                &eof,
-                0,
-                false,
-                s(0),
-                None,
-                Decision::Retry(ms(250)),
-            ),
-            (
-                "third retry",
-                &eof,
-                2,
-                false,
-                s(0),
-                None,
-                Decision::Retry(ms(1000)),
-            ),
-            (
-                "out of retries",
-                &eof,
-                3,
-                false,
-                s(0),
-                None,
-                Decision::Exhausted,
-            ),
+        let at = |retries_done: u32, elapsed: u64| Situation {
+            retries_done,
+            elapsed: s(elapsed),
+            ..Situation::default()
+        };
+        let table: Vec<(&str, &Error, Situation, Decision)> = vec![
+            ("first retry", &eof, at(0, 0), Decision::Retry(ms(250))),
+            ("third retry", &eof, at(2, 0), Decision::Retry(ms(1000))),
+            ("out of retries", &eof, at(3, 0), Decision::Exhausted),
             (
                 "after output, allowed",
                 &eof,
-                0,
-                true,
-                s(0),
-                None,
+                Situation {
+                    restart_after_output: true,
+                    ..at(0, 0)
+                },
                 Decision::Retry(ms(250)),
             ),
-            (
-                "server delay wins",
-                &slow,
-                0,
-                false,
-                s(0),
-                None,
-                Decision::Retry(s(3)),
-            ),
-            (
-                "budget spent",
-                &eof,
-                0,
-                false,
-                s(10),
-                None,
-                Decision::Exhausted,
-            ),
-            (
-                "wait would pass the budget",
-                &slow,
-                0,
-                false,
-                s(8),
-                None,
-                Decision::Exhausted,
-            ),
+            ("server delay wins", &slow, at(0, 0), Decision::Retry(s(3))),
+            ("unrepresentable server delay", &huge, at(0, 0), Decision::GiveUp),
+            ("budget spent", &eof, at(0, 10), Decision::Exhausted),
+            ("wait would pass the budget", &slow, at(0, 8), Decision::Exhausted),
             (
                 "wait would pass the deadline",
                 &slow,
-                0,
-                false,
-                s(1),
-                Some(s(4)),
+                Situation {
+                    deadline: Some(s(4)),
+                    ..at(0, 1)
+                },
                 Decision::Exhausted,
             ),
+            ("permanent", &Error::Cancelled, at(0, 0), Decision::GiveUp),
             (
-                "permanent",
-                &Error::Cancelled,
-                0,
-                false,
-                s(0),
-                None,
-                Decision::GiveUp,
+                "server down: not counted",
+                &refused,
+                Situation {
+                    server_down_for: Some(s(0)),
+                    ..at(3, 0)
+                },
+                Decision::Retry(ms(2000)),
+            ),
+            (
+                "loading: waits within the server budget",
+                &loading,
+                Situation {
+                    server_down_for: Some(s(1)),
+                    ..at(3, 1)
+                },
+                Decision::Retry(ms(2000)),
+            ),
+            (
+                "server down too long",
+                &refused,
+                Situation {
+                    server_down_for: Some(ms(4900)),
+                    ..at(0, 4)
+                },
+                Decision::Exhausted,
             ),
         ];
-        for (name, err, done, delivered, elapsed, deadline, want) in table {
-            let got = decide(
-                err,
-                &policy,
-                done,
-                delivered,
-                elapsed,
-                deadline,
-                UNIX_EPOCH,
-                &mut Rng::seeded(1),
-            );
+        for (name, err, situation, want) in table {
+            let got = decide(err, &policy, &situation, UNIX_EPOCH, &mut Rng::seeded(1));
             assert_eq!(got, want, "{name}");
         }
         let no_mid_stream = RetryPolicy {
             retry_after_output: false,
+            ..policy.clone()
+        };
+        let restart = Situation {
+            restart_after_output: true,
+            ..Situation::default()
+        };
+        let got = decide(&eof, &no_mid_stream, &restart, UNIX_EPOCH, &mut Rng::seeded(1));
+        assert_eq!(got, Decision::GiveUp);
+        let counted = RetryPolicy {
+            max_wait_for_server: None,
             ..policy
         };
-        let got = decide(
-            &eof,
-            &no_mid_stream,
-            0,
-            true,
-            s(0),
-            None,
-            UNIX_EPOCH,
-            &mut Rng::seeded(1),
-        );
-        assert_eq!(got, Decision::GiveUp);
-    }
-
-    #[test]
-    fn retry_record_json_shape() {
-        let record = RetryRecord {
-            attempt: 1,
-            reason: FailureKind::UnexpectedEof,
-            delay_ms: 262,
-        };
-        let json = serde_json::to_string(&record).expect("serializable record");
-        assert_eq!(
-            json,
-            r#"{"attempt":1,"reason":"unexpected_eof","delay_ms":262}"#
-        );
-        assert_eq!(
-            serde_json::from_str::<RetryRecord>(&json).expect("serializable record"),
-            record
-        );
-    }
-
-    #[test]
-    fn every_kind_has_a_unique_name() {
-        for kind in FailureKind::ALL {
-            assert_eq!(FailureKind::from_name(kind.as_str()), Some(kind));
-        }
+        let got = decide(&refused, &counted, &at(3, 0), UNIX_EPOCH, &mut Rng::seeded(1));
+        assert_eq!(got, Decision::Exhausted, "without a server budget, refusals count");
     }
 
     fn ms(n: u64) -> Duration {
@@ -752,107 +627,4 @@ mod tests {
         }
     }
 
-    #[test]
-    fn server_delay_table() {
-        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
-        let table: &[(Option<&str>, Option<&str>, Option<Duration>)] = &[
-            (None, None, None),
-            (Some("1500"), None, Some(ms(1500))),
-            (Some("1.5"), None, Some(Duration::from_micros(1500))),
-            (Some("1500"), Some("9"), Some(ms(1500))),
-            (Some("junk"), Some("2"), Some(ms(2000))),
-            (Some("-5"), Some("2"), Some(ms(2000))),
-            (None, Some("1"), Some(ms(1000))),
-            (None, Some(" 0 "), Some(ms(0))),
-            (None, Some("0.25"), Some(ms(250))),
-            (None, Some("-1"), None),
-            (None, Some("NaN"), None),
-            (None, Some("inf"), None),
-            (None, Some("1e400"), None),
-            (None, Some("soon"), None),
-            (
-                None,
-                Some("Sun, 06 Nov 1994 08:49:47 GMT"),
-                Some(ms(10_000)),
-            ),
-            (
-                None,
-                Some("Sunday, 06-Nov-94 08:50:37 GMT"),
-                Some(ms(60_000)),
-            ),
-            (None, Some("Sun Nov  6 08:49:38 1994"), Some(ms(1000))),
-            (None, Some("Sun, 06 Nov 1994 08:00:00 GMT"), Some(ms(0))),
-            (None, Some("Sun, 06 Nov 1994 08:49:47 PST"), None),
-            (None, Some("Sun, 32 Nov 1994 08:49:47 GMT"), None),
-            (None, Some("Sun, 06 Foo 1994 08:49:47 GMT"), None),
-            (None, Some("Sun, 06 Nov 1994 24:00:00 GMT"), None),
-            (None, Some("Sun, 06 Nov 1994 08:49 GMT"), None),
-        ];
-        for (ms_header, header, want) in table {
-            assert_eq!(
-                server_delay(*ms_header, *header, now),
-                *want,
-                "{ms_header:?} {header:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn http_dates_match_known_timestamps() {
-        let table = [
-            ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
-            ("Tue, 29 Feb 2000 12:00:00 GMT", 951_825_600),
-            ("Sun, 29 Nov 2026 12:00:00 GMT", 1_795_953_600),
-            ("Wednesday, 01-Jan-70 00:00:01 GMT", 1),
-            ("Fri Dec 31 23:59:59 1999", 946_684_799),
-        ];
-        for (text, secs) in table {
-            assert_eq!(
-                parse_http_date(text, UNIX_EPOCH),
-                Some(UNIX_EPOCH + Duration::from_secs(secs)),
-                "{text}"
-            );
-        }
-        assert_eq!(
-            parse_http_date("Wed, 31 Dec 1969 23:59:59 GMT", UNIX_EPOCH),
-            None
-        );
-        assert_eq!(
-            parse_http_date("Wed, 01 Jan 99999999999999 00:00:00 GMT", UNIX_EPOCH),
-            None
-        );
-    }
-
-    #[test]
-    fn two_digit_years_follow_the_fifty_year_rule() {
-        let year_2026 = UNIX_EPOCH + Duration::from_secs(1_767_225_600); // 2026-01-01
-        let table = [
-            ("76", 2076),
-            ("77", 1977),
-            ("00", 2000),
-            ("26", 2026),
-            ("99", 1999),
-        ];
-        for (yy, year) in table {
-            let text = format!("Thursday, 01-Jan-{yy} 00:00:00 GMT");
-            let parsed = parse_http_date(&text, year_2026).expect("valid date");
-            let want = parse_http_date(&format!("Thu, 01 Jan {year} 00:00:00 GMT"), year_2026);
-            assert_eq!(Some(parsed), want, "{yy}");
-        }
-    }
-
-    #[test]
-    fn should_retry_header_table() {
-        let table = [
-            (None, None),
-            (Some("true"), Some(true)),
-            (Some(" TRUE "), Some(true)),
-            (Some("false"), Some(false)),
-            (Some("1"), None),
-            (Some(""), None),
-        ];
-        for (value, want) in table {
-            assert_eq!(should_retry_header(value), want, "{value:?}");
-        }
-    }
 }

@@ -1,0 +1,837 @@
+//! The stream accumulator: feeds on dispatched SSE events, merges the deltas into a
+//! [`ChatResponse`], says when the stream is over, and hands out each delta as a
+//! [`StreamEvent`].
+//!
+//! The events point into the accumulator's own buffers: a content delta is the tail of the
+//! choice's aggregated content, a tool-call fragment the tail of that call's arguments. So an
+//! event costs no copy beyond the one aggregation makes anyway, and it outlives the chunk it
+//! was decoded from (a pull-style caller reads it after the socket buffer moved on). Each push
+//! queues the events of one SSE event; [`Accumulator::next_event`] hands them out in order.
+//!
+//! Pure state machine: no I/O, no clock, bounded memory ([`ChatLimits`]).
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+
+use serde::de::IgnoredAny;
+use serde_json::Value;
+
+use super::api_error::{ApiError, truncate_chars};
+use super::chunk::{ChoiceDelta, ChunkRef, ToolCallDeltaRef};
+use super::event::StreamEvent;
+use super::message::{Content, FunctionCall, Message, Role, ToolCall};
+use super::response::{ChatResponse, Choice, Usage};
+use crate::kind::FailureKind;
+
+/// Memory bounds of one [`Accumulator`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Most distinct choice indices in one response.
+    pub max_choices: u32,
+    /// Most tool calls in one choice.
+    pub max_tool_calls: u32,
+    /// Most bytes of aggregated text (content, reasoning, refusal, tool ids, names and
+    /// arguments) over all choices.
+    pub max_response_bytes: usize,
+}
+
+impl ChatLimits {
+    /// Default for [`ChatLimits::max_choices`].
+    pub const DEFAULT_MAX_CHOICES: u32 = 16;
+    /// Default for [`ChatLimits::max_tool_calls`].
+    pub const DEFAULT_MAX_TOOL_CALLS: u32 = 128;
+    /// Default for [`ChatLimits::max_response_bytes`] (64 MiB).
+    pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 << 20;
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        Self {
+            max_choices: Self::DEFAULT_MAX_CHOICES,
+            max_tool_calls: Self::DEFAULT_MAX_TOOL_CALLS,
+            max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
+        }
+    }
+}
+
+/// Whether the caller should keep reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More events are expected.
+    Continue,
+    /// The response is complete; stop reading and call [`Accumulator::finish`].
+    Complete,
+}
+
+/// Why a chat response could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// The server reported an error (`event: error`, an `error` object in the stream, or an
+    /// error body). Usually not worth retrying unless the message says overloaded.
+    #[error("api error: {0}")]
+    Api(Box<ApiError>),
+    /// A data line was not a chat chunk (or a body was not a chat completion). The server or a
+    /// proxy is broken; retrying may help.
+    #[error("malformed chunk: {reason} (data: {snippet})")]
+    MalformedChunk {
+        /// The JSON parser's message.
+        reason: String,
+        /// The first [`ChatError::SNIPPET_CHARS`] characters of the data.
+        snippet: String,
+    },
+    /// The stream ended before `[DONE]` or before every choice finished. Retry; or, when
+    /// `finish_seen` and only the trailer was lost, decide whether the EOF was clean.
+    #[error("stream ended early after {received_events} events (finish seen: {finish_seen})")]
+    IncompleteStream {
+        /// Chunks (and `[DONE]`) decoded so far.
+        received_events: u64,
+        /// Every choice seen had reported a finish reason.
+        finish_seen: bool,
+    },
+    /// A tool call's arguments are not valid JSON although the model did not stop for
+    /// `length`: the stream was cut. Retry.
+    #[error("tool call {index} ({name}) of choice {choice} has truncated arguments")]
+    TruncatedToolCallArguments {
+        /// Choice index.
+        choice: u32,
+        /// Tool-call slot.
+        index: u32,
+        /// Call id.
+        id: String,
+        /// Function name.
+        name: String,
+    },
+    /// A tool call's arguments were cut by the token limit (`finish_reason: length`). Raise
+    /// `max_tokens` before retrying.
+    #[error("tool call {index} ({name}) of choice {choice} was cut by the token limit")]
+    ToolCallArgumentsCutByLength {
+        /// Choice index.
+        choice: u32,
+        /// Tool-call slot.
+        index: u32,
+        /// Function name.
+        name: String,
+    },
+    /// The response has more choices than [`ChatLimits::max_choices`]. Lower `n` or raise the limit.
+    #[error("more than {limit} choices")]
+    TooManyChoices {
+        /// The limit.
+        limit: u32,
+    },
+    /// A choice has more tool calls than [`ChatLimits::max_tool_calls`]. Raise the limit or
+    /// disable `parallel_tool_calls`.
+    #[error("more than {limit} tool calls in one choice")]
+    TooManyToolCalls {
+        /// The limit.
+        limit: u32,
+    },
+    /// The aggregated text exceeds [`ChatLimits::max_response_bytes`]. Lower `max_tokens` or raise
+    /// the limit.
+    #[error("response larger than {limit} bytes")]
+    ResponseTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl ChatError {
+    /// Length of [`ChatError::MalformedChunk`]'s snippet, in characters.
+    pub const SNIPPET_CHARS: usize = 120;
+
+    /// The normalized failure class, for the retry policy.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Api(_) => FailureKind::ApiError,
+            Self::MalformedChunk { .. } => FailureKind::MalformedChunk,
+            Self::IncompleteStream { .. } => FailureKind::IncompleteStream,
+            Self::TruncatedToolCallArguments { .. } => FailureKind::TruncatedToolCallArguments,
+            Self::ToolCallArgumentsCutByLength { .. } => FailureKind::ToolCallArgumentsCutByLength,
+            Self::TooManyChoices { .. }
+            | Self::TooManyToolCalls { .. }
+            | Self::ResponseTooLarge { .. } => FailureKind::LimitExceeded,
+        }
+    }
+
+    fn malformed(reason: impl ToString, data: &str) -> Self {
+        Self::MalformedChunk {
+            reason: reason.to_string(),
+            snippet: truncate_chars(data, Self::SNIPPET_CHARS),
+        }
+    }
+}
+
+/// Turns the events of one streamed chat completion into [`StreamEvent`]s and a
+/// [`ChatResponse`].
+///
+/// Feed every dispatched SSE event to [`Accumulator::push_event`]; stop reading when it returns
+/// [`Progress::Complete`] (some servers never send `[DONE]` and keep the connection open), then
+/// call [`Accumulator::finish`].
+#[derive(Debug, Clone)]
+pub struct Accumulator {
+    limits: ChatLimits,
+    usage_requested: bool,
+    id: String,
+    model: String,
+    created: Option<u64>,
+    system_fingerprint: Option<String>,
+    /// In order of first appearance; at most `limits.max_choices`.
+    choices: Vec<ChoiceAcc>,
+    usage: Option<Usage>,
+    received_events: u64,
+    budget: Budget,
+    done: bool,
+    has_output: bool,
+    /// Choices the request asked for (`n`): a server may stream them one after another, so
+    /// the stream is not complete before this many have finished.
+    expected_choices: usize,
+    /// The events of the last push not handed out yet (cleared by the next push).
+    pending: VecDeque<Pending>,
+}
+
+/// An event waiting in the queue: which buffer it points into and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    Role { at: usize },
+    Text { at: usize, field: TextField, start: usize, end: usize },
+    ToolCall { at: usize, slot: usize, start: usize, end: usize, id: bool, name: bool },
+    Finish { at: usize },
+    Usage,
+}
+
+/// Which text buffer of a choice a [`Pending::Text`] points into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextField {
+    Content,
+    Reasoning,
+    Refusal,
+}
+
+/// One choice being aggregated.
+#[derive(Debug, Clone, Default)]
+struct ChoiceAcc {
+    index: u32,
+    role: Option<String>,
+    content: String,
+    reasoning: String,
+    refusal: String,
+    tools: Vec<ToolSlot>,
+    /// Server tool-call index → slot in `tools`.
+    wire: Vec<(i64, usize)>,
+    /// The slot the last tool-call fragment went to.
+    last_slot: Option<usize>,
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ToolSlot {
+    id: String,
+    kind: String,
+    name: String,
+    arguments: String,
+}
+
+/// Bytes aggregated so far against [`ChatLimits::max_response_bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    used: usize,
+    limit: usize,
+}
+
+impl Budget {
+    /// Appends `text` to `buf`; returns where it landed.
+    fn append(&mut self, buf: &mut String, text: &str) -> Result<(usize, usize), ChatError> {
+        self.used = self
+            .used
+            .checked_add(text.len())
+            .filter(|&n| n <= self.limit)
+            .ok_or(ChatError::ResponseTooLarge { limit: self.limit })?;
+        let start = buf.len();
+        buf.push_str(text);
+        Ok((start, buf.len()))
+    }
+}
+
+fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+impl Accumulator {
+    /// An accumulator with default [`ChatLimits`]. Pass `usage_requested` = the request asked for
+    /// `stream_options.include_usage`, so completion waits for the usage chunk.
+    pub fn new(usage_requested: bool) -> Self {
+        Self::with_limits(usage_requested, ChatLimits::default())
+    }
+
+    /// An accumulator with explicit limits.
+    pub fn with_limits(usage_requested: bool, limits: ChatLimits) -> Self {
+        Self {
+            limits,
+            usage_requested,
+            id: String::new(),
+            model: String::new(),
+            created: None,
+            system_fingerprint: None,
+            choices: Vec::new(),
+            usage: None,
+            received_events: 0,
+            budget: Budget {
+                used: 0,
+                limit: limits.max_response_bytes,
+            },
+            done: false,
+            has_output: false,
+            expected_choices: 1,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Feeds one dispatched SSE event (its type and data) and queues the events it produced
+    /// for [`next_event`](Self::next_event); events of the previous push that were not taken
+    /// are dropped.
+    ///
+    /// `[DONE]` completes the stream; empty data and event types other than `message` and
+    /// `error` are ignored; `event: error` or a chunk with an `error` object is
+    /// [`ChatError::Api`].
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError`] for an error event, a malformed chunk or a crossed limit; the
+    /// accumulator should be dropped then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oai_sse::{Accumulator, Progress, StreamEvent};
+    ///
+    /// let mut acc = Accumulator::new(false);
+    /// let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
+    /// assert_eq!(acc.push_event("message", chunk)?, Progress::Complete);
+    /// assert_eq!(acc.next_event(), Some(StreamEvent::Content { choice: 0, text: "Hi" }));
+    /// assert_eq!(acc.next_event(), Some(StreamEvent::Finish { choice: 0, reason: "stop" }));
+    /// assert_eq!(acc.next_event(), None);
+    /// assert_eq!(acc.finish()?.content(), "Hi");
+    /// # Ok::<(), oai_sse::ChatError>(())
+    /// ```
+    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Progress, ChatError> {
+        self.pending.clear();
+        match event_type {
+            "" | "message" => {}
+            "error" => {
+                return Err(ChatError::Api(Box::new(ApiError::from_body(
+                    data.as_bytes(),
+                ))));
+            }
+            other => {
+                log::debug!("ignoring SSE event type {other:?}");
+                return Ok(self.progress());
+            }
+        }
+        let data = data.trim();
+        if data.is_empty() {
+            return Ok(self.progress());
+        }
+        if data == "[DONE]" {
+            self.received_events += 1;
+            self.done = true;
+            return Ok(Progress::Complete);
+        }
+        if !data.starts_with('{') {
+            return Err(ChatError::malformed("expected a JSON object", data));
+        }
+        let chunk: ChunkRef<'_> =
+            serde_json::from_str(data).map_err(|e| ChatError::malformed(e, data))?;
+        self.received_events += 1;
+        if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
+            return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
+        }
+        self.apply(chunk)?;
+        Ok(self.progress())
+    }
+
+    /// The next event of the last push, if any. Text borrows from the aggregated response.
+    pub fn next_event(&mut self) -> Option<StreamEvent<'_>> {
+        let pending = self.pending.pop_front()?;
+        self.event(pending)
+    }
+
+    /// Feeds one SSE event and hands each event it produced to `on_event` (a push followed by
+    /// draining [`next_event`](Self::next_event)).
+    ///
+    /// # Errors
+    ///
+    /// As [`push_event`](Self::push_event).
+    pub fn push_event_with(
+        &mut self,
+        event_type: &str,
+        data: &str,
+        on_event: &mut dyn FnMut(&StreamEvent<'_>),
+    ) -> Result<Progress, ChatError> {
+        let progress = self.push_event(event_type, data)?;
+        while let Some(event) = self.next_event() {
+            on_event(&event);
+        }
+        Ok(progress)
+    }
+
+    /// Resolves a queued event against the buffers it points into (`None` only for a usage
+    /// event without usage, which `apply` never queues).
+    fn event(&self, pending: Pending) -> Option<StreamEvent<'_>> {
+        let choice_of = |at: usize| self.choices.get(at);
+        let index = |at: usize| choice_of(at).map_or(0, |c| c.index);
+        fn slice(text: &str, start: usize, end: usize) -> &str {
+            text.get(start..end).unwrap_or("")
+        }
+        Some(match pending {
+            Pending::Role { at } => StreamEvent::Role {
+                choice: index(at),
+                role: choice_of(at).and_then(|c| c.role.as_deref()).unwrap_or(""),
+            },
+            Pending::Text { at, field, start, end } => {
+                let choice = index(at);
+                let buf = choice_of(at).map_or("", |c| match field {
+                    TextField::Content => c.content.as_str(),
+                    TextField::Reasoning => c.reasoning.as_str(),
+                    TextField::Refusal => c.refusal.as_str(),
+                });
+                let text = slice(buf, start, end);
+                match field {
+                    TextField::Content => StreamEvent::Content { choice, text },
+                    TextField::Reasoning => StreamEvent::Reasoning { choice, text },
+                    TextField::Refusal => StreamEvent::Refusal { choice, text },
+                }
+            }
+            Pending::ToolCall { at, slot, start, end, id, name } => {
+                let call = choice_of(at).and_then(|c| c.tools.get(slot));
+                StreamEvent::ToolCall {
+                    choice: index(at),
+                    index: u32::try_from(slot).unwrap_or(u32::MAX),
+                    id: call.filter(|_| id).map(|c| c.id.as_str()),
+                    name: call.filter(|_| name).map(|c| c.name.as_str()),
+                    arguments: call.map_or("", |c| slice(&c.arguments, start, end)),
+                }
+            }
+            Pending::Finish { at } => StreamEvent::Finish {
+                choice: index(at),
+                reason: choice_of(at)
+                    .and_then(|c| c.finish_reason.as_deref())
+                    .unwrap_or(""),
+            },
+            Pending::Usage => StreamEvent::Usage(self.usage.as_ref()?),
+        })
+    }
+
+    /// The stream is over: `[DONE]` arrived, or every choice finished and usage (if requested)
+    /// arrived.
+    pub fn is_complete(&self) -> bool {
+        self.done || (self.all_finished() && (!self.usage_requested || self.usage.is_some()))
+    }
+
+    /// Expects `n` choices (the request's `n`, default 1): completion without `[DONE]` then
+    /// waits until that many have finished, for servers that stream choices one by one.
+    pub fn expect_choices(mut self, n: u32) -> Self {
+        self.expected_choices = (n.max(1) as usize).min(self.limits.max_choices as usize);
+        self
+    }
+
+    /// Whether any content, reasoning, refusal or tool-call delta has been produced.
+    pub fn has_output(&self) -> bool {
+        self.has_output
+    }
+
+    /// Whether events of the last push wait for [`next_event`](Self::next_event).
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// The error [`finish`](Self::finish) would report for a stream that ended now without
+    /// being complete.
+    pub fn check_complete(&self) -> Result<(), ChatError> {
+        if self.is_complete() {
+            Ok(())
+        } else {
+            Err(ChatError::IncompleteStream {
+                received_events: self.received_events,
+                finish_seen: self.all_finished(),
+            })
+        }
+    }
+
+    /// End of stream: check completeness and tool-call arguments, and return the aggregated
+    /// response (choices sorted by index).
+    ///
+    /// # Errors
+    ///
+    /// [`ChatError::IncompleteStream`] before the end, and the tool-argument errors.
+    pub fn finish(self) -> Result<ChatResponse, ChatError> {
+        self.check_complete()?;
+        self.into_response(true)
+    }
+
+    /// What arrived so far, as a response, without the end-of-stream checks: for a caller
+    /// that stopped the stream early. Tool-call arguments may be cut and finish reasons
+    /// missing.
+    pub fn partial_response(self) -> ChatResponse {
+        // Without the argument checks, `into_response` cannot fail.
+        self.into_response(false).unwrap_or_default()
+    }
+
+    fn into_response(mut self, check: bool) -> Result<ChatResponse, ChatError> {
+        self.choices.sort_by_key(|c| c.index);
+        let choices = self
+            .choices
+            .into_iter()
+            .map(|c| c.into_choice(check))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChatResponse {
+            id: self.id,
+            created: self.created.unwrap_or(0),
+            model: self.model,
+            system_fingerprint: self.system_fingerprint,
+            choices,
+            usage: self.usage,
+            ..ChatResponse::default()
+        })
+    }
+
+    fn all_finished(&self) -> bool {
+        self.choices.len() >= self.expected_choices
+            && self.choices.iter().all(|c| c.finish_reason.is_some())
+    }
+
+    fn progress(&self) -> Progress {
+        if self.is_complete() {
+            Progress::Complete
+        } else {
+            Progress::Continue
+        }
+    }
+
+    fn apply(&mut self, chunk: ChunkRef<'_>) -> Result<(), ChatError> {
+        fn first(slot: &mut String, v: &Option<Cow<'_, str>>) {
+            if slot.is_empty()
+                && let Some(v) = non_empty(v)
+            {
+                v.clone_into(slot);
+            }
+        }
+        first(&mut self.id, &chunk.id);
+        first(&mut self.model, &chunk.model);
+        if self.system_fingerprint.is_none() {
+            self.system_fingerprint = non_empty(&chunk.system_fingerprint).map(str::to_owned);
+        }
+        if self.created.is_none() {
+            self.created = chunk.created;
+        }
+        for delta in &chunk.choices {
+            let at = self.choice_slot(delta.index)?;
+            let Some(acc) = self.choices.get_mut(at) else {
+                continue;
+            };
+            let mut out = Out {
+                at,
+                budget: &mut self.budget,
+                has_output: &mut self.has_output,
+                pending: &mut self.pending,
+            };
+            acc.apply(delta, &self.limits, &mut out)?;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+            self.pending.push_back(Pending::Usage);
+        }
+        Ok(())
+    }
+
+    fn choice_slot(&mut self, index: u32) -> Result<usize, ChatError> {
+        if let Some(at) = self.choices.iter().position(|c| c.index == index) {
+            return Ok(at);
+        }
+        if self.choices.len() >= self.limits.max_choices as usize {
+            return Err(ChatError::TooManyChoices {
+                limit: self.limits.max_choices,
+            });
+        }
+        self.choices.push(ChoiceAcc {
+            index,
+            ..ChoiceAcc::default()
+        });
+        Ok(self.choices.len() - 1)
+    }
+}
+
+/// Where a choice's deltas go: the shared budget, the output flag, the event queue.
+struct Out<'a> {
+    /// The choice's position in `Accumulator::choices`.
+    at: usize,
+    budget: &'a mut Budget,
+    has_output: &'a mut bool,
+    pending: &'a mut VecDeque<Pending>,
+}
+
+impl Out<'_> {
+    fn text(&mut self, buf: &mut String, field: TextField, text: &str) -> Result<(), ChatError> {
+        let (start, end) = self.budget.append(buf, text)?;
+        *self.has_output = true;
+        self.pending.push_back(Pending::Text {
+            at: self.at,
+            field,
+            start,
+            end,
+        });
+        Ok(())
+    }
+}
+
+impl ChoiceAcc {
+    fn apply(
+        &mut self,
+        d: &ChoiceDelta<'_>,
+        limits: &ChatLimits,
+        out: &mut Out<'_>,
+    ) -> Result<(), ChatError> {
+        let delta = &d.delta;
+        if self.role.is_none()
+            && let Some(role) = non_empty(&delta.role)
+        {
+            self.role = Some(role.to_owned());
+            out.pending.push_back(Pending::Role { at: out.at });
+        }
+        // Servers use either field; some fill both with the same text.
+        let rc = non_empty(&delta.reasoning_content);
+        let r = non_empty(&delta.reasoning).filter(|r| Some(*r) != rc);
+        for text in [rc, r].into_iter().flatten() {
+            out.text(&mut self.reasoning, TextField::Reasoning, text)?;
+        }
+        if let Some(text) = non_empty(&delta.content) {
+            out.text(&mut self.content, TextField::Content, text)?;
+        }
+        if let Some(text) = non_empty(&delta.refusal) {
+            out.text(&mut self.refusal, TextField::Refusal, text)?;
+        }
+        for call in delta.tool_calls.iter().flatten() {
+            self.apply_tool(call, limits, out)?;
+        }
+        if let Some(reason) = non_empty(&d.finish_reason)
+            && self.finish_reason.as_deref() != Some(reason)
+        {
+            self.finish_reason = Some(reason.to_owned());
+            out.pending.push_back(Pending::Finish { at: out.at });
+        }
+        Ok(())
+    }
+
+    /// Merges one fragment into its slot. The event carries the id and the name only when
+    /// this fragment set them, so a server that repeats them in every fragment does not
+    /// deliver (or make a channel hold) them again and again.
+    fn apply_tool(
+        &mut self,
+        call: &ToolCallDeltaRef<'_>,
+        limits: &ChatLimits,
+        out: &mut Out<'_>,
+    ) -> Result<(), ChatError> {
+        let id = non_empty(&call.id);
+        let name = call.function.as_ref().and_then(|f| non_empty(&f.name));
+        let arguments = call
+            .function
+            .as_ref()
+            .and_then(|f| f.arguments.as_deref())
+            .unwrap_or("");
+        let at = self.tool_slot(call.index.filter(|i| *i >= 0), id, limits.max_tool_calls)?;
+        self.last_slot = Some(at);
+        let Some(slot) = self.tools.get_mut(at) else {
+            return Ok(());
+        };
+        let mut set = [false; 3];
+        for ((field, value), set) in [
+            (&mut slot.id, id),
+            (&mut slot.kind, non_empty(&call.kind)),
+            (&mut slot.name, name),
+        ]
+        .into_iter()
+        .zip(&mut set)
+        {
+            if field.is_empty()
+                && let Some(v) = value
+            {
+                out.budget.append(field, v)?;
+                *set = true;
+            }
+        }
+        let (start, end) = out.budget.append(&mut slot.arguments, arguments)?;
+        let [id_set, _, name_set] = set;
+        if id_set || name_set || start < end {
+            *out.has_output = true;
+            out.pending.push_back(Pending::ToolCall {
+                at: out.at,
+                slot: at,
+                start,
+                end,
+                id: id_set,
+                name: name_set,
+            });
+        }
+        Ok(())
+    }
+
+    /// The slot a fragment belongs to. Fragments with an index are grouped by it, slots
+    /// numbered in order of first appearance (sparse indices compact). Fragments without one
+    /// (or with -1) continue the last slot unless they carry a different id. An index reused
+    /// with a different id (proxies that send index 0 for every call) opens a new slot.
+    fn tool_slot(
+        &mut self,
+        wire: Option<i64>,
+        id: Option<&str>,
+        max: u32,
+    ) -> Result<usize, ChatError> {
+        let differs = |slot: &ToolSlot, id: Option<&str>| id.is_some_and(|id| slot.id != id);
+        match wire {
+            Some(w) => match self.wire.iter().position(|(k, _)| *k == w) {
+                Some(pos) => {
+                    let (_, at) = self.wire[pos];
+                    let reused = self
+                        .tools
+                        .get(at)
+                        .is_some_and(|s| !s.id.is_empty() && differs(s, id));
+                    if !reused {
+                        return Ok(at);
+                    }
+                    log::debug!("tool-call index {w} reused with a new id; opening a new slot");
+                    let at = self.open_slot(max)?;
+                    self.wire[pos].1 = at;
+                    Ok(at)
+                }
+                None => {
+                    let at = self.open_slot(max)?;
+                    self.wire.push((w, at));
+                    Ok(at)
+                }
+            },
+            None => match self.last_slot {
+                Some(at) if self.tools.get(at).is_some_and(|s| !differs(s, id)) => Ok(at),
+                _ => self.open_slot(max),
+            },
+        }
+    }
+
+    fn open_slot(&mut self, max: u32) -> Result<usize, ChatError> {
+        if self.tools.len() >= max as usize {
+            return Err(ChatError::TooManyToolCalls { limit: max });
+        }
+        self.tools.push(ToolSlot::default());
+        Ok(self.tools.len() - 1)
+    }
+
+    fn into_choice(self, check: bool) -> Result<Choice, ChatError> {
+        let mut calls: Vec<ToolCall> = self
+            .tools
+            .into_iter()
+            .map(|s| ToolCall {
+                id: s.id,
+                kind: if s.kind.is_empty() {
+                    "function".to_owned()
+                } else {
+                    s.kind
+                },
+                function: FunctionCall {
+                    name: s.name,
+                    arguments: s.arguments,
+                },
+            })
+            .collect();
+        if check {
+            check_tool_arguments(self.index, self.finish_reason.as_deref(), &mut calls)?;
+        }
+        let has_calls = !calls.is_empty();
+        // OpenAI: content is null when the model only called tools.
+        let content = if !self.content.is_empty() || !has_calls {
+            Some(Content::Text(self.content))
+        } else {
+            None
+        };
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        Ok(Choice {
+            index: self.index,
+            message: Message {
+                role: self.role.as_deref().map_or(Role::Assistant, parse_role),
+                content,
+                tool_calls: has_calls.then_some(calls),
+                tool_call_id: None,
+                name: None,
+                reasoning_content: some(self.reasoning),
+                refusal: some(self.refusal),
+            },
+            finish_reason: self.finish_reason,
+        })
+    }
+}
+
+fn parse_role(role: &str) -> Role {
+    match role {
+        "system" => Role::System,
+        "user" => Role::User,
+        "tool" => Role::Tool,
+        "developer" => Role::Developer,
+        _ => Role::Assistant,
+    }
+}
+
+/// Empty arguments become `{}`; invalid JSON is an error whose kind depends on whether the
+/// choice stopped for `length`.
+fn check_tool_arguments(
+    choice: u32,
+    finish_reason: Option<&str>,
+    calls: &mut [ToolCall],
+) -> Result<(), ChatError> {
+    for (i, call) in calls.iter_mut().enumerate() {
+        let args = &mut call.function.arguments;
+        if args.trim().is_empty() {
+            "{}".clone_into(args);
+            continue;
+        }
+        if serde_json::from_str::<IgnoredAny>(args).is_ok() {
+            continue;
+        }
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        let name = call.function.name.clone();
+        return Err(if finish_reason == Some("length") {
+            ChatError::ToolCallArgumentsCutByLength {
+                choice,
+                index,
+                name,
+            }
+        } else {
+            ChatError::TruncatedToolCallArguments {
+                choice,
+                index,
+                id: call.id.clone(),
+                name,
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Read a whole `chat.completion` body (a 200 `application/json` answer to a streamed request,
+/// from a server that ignored `stream`). Applies the same tool-argument check as
+/// [`Accumulator::finish`]; an `{"error":..}` body is [`ChatError::Api`].
+pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, ChatError> {
+    let lossy = || String::from_utf8_lossy(&body[..body.len().min(4 * ChatError::SNIPPET_CHARS)]);
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ChatError::malformed(e, &lossy()))?;
+    if let Some(err) = value.get("error").filter(|e| !e.is_null()) {
+        return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
+    }
+    let mut response: ChatResponse =
+        serde_json::from_value(value).map_err(|e| ChatError::malformed(e, &lossy()))?;
+    response.choices.sort_by_key(|c| c.index);
+    for choice in &mut response.choices {
+        if let Some(calls) = choice.message.tool_calls.as_mut() {
+            check_tool_arguments(choice.index, choice.finish_reason.as_deref(), calls)?;
+        }
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! Chat messages and tools: what a request carries and what a response turns into for the
+//! next turn. Deserializing is lenient where servers differ.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::lenient::{arguments_text, null_default};
+
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions (older models).
+    System,
+    /// The human.
+    User,
+    /// The model.
+    Assistant,
+    /// The result of a tool call.
+    Tool,
+    /// Instructions (newer OpenAI models).
+    Developer,
+}
+
+impl Role {
+    /// The wire name (`"assistant"`, ...).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+            Self::Developer => "developer",
+        }
+    }
+}
+
+/// One chat message, in a request or in a response.
+///
+/// Deserializing accepts `reasoning` (vLLM) as well as `reasoning_content`, and drops an empty
+/// `tool_calls` array (OpenAI rejects `[]` when the message is sent back).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "MessageWire")]
+pub struct Message {
+    /// Author.
+    pub role: Role,
+    /// Text or multi-part content; `None` for an assistant turn that only calls tools.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<Content>,
+    /// Tool calls made by the assistant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// For `role: tool`: the id of the call this message answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Optional participant name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The model's reasoning text (DeepSeek, llama.cpp, vLLM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
+    /// A refusal message (OpenAI).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MessageWire {
+    role: Role,
+    #[serde(default)]
+    content: Option<Content>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCall>>,
+    #[serde(default)]
+    tool_call_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    refusal: Option<String>,
+}
+
+impl From<MessageWire> for Message {
+    fn from(w: MessageWire) -> Self {
+        Self {
+            role: w.role,
+            content: w.content,
+            tool_calls: w.tool_calls.filter(|c| !c.is_empty()),
+            tool_call_id: w.tool_call_id,
+            name: w.name,
+            reasoning_content: w.reasoning_content.or(w.reasoning),
+            refusal: w.refusal,
+        }
+    }
+}
+
+impl Message {
+    fn with_role(role: Role, content: impl Into<Content>) -> Self {
+        Self {
+            role,
+            content: Some(content.into()),
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+            reasoning_content: None,
+            refusal: None,
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<Content>) -> Self {
+        Self::with_role(Role::System, content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<Content>) -> Self {
+        Self::with_role(Role::User, content)
+    }
+
+    /// An assistant message with text only.
+    pub fn assistant(content: impl Into<Content>) -> Self {
+        Self::with_role(Role::Assistant, content)
+    }
+
+    /// A tool result answering the call `tool_call_id`.
+    pub fn tool(tool_call_id: impl Into<String>, content: impl Into<Content>) -> Self {
+        let mut m = Self::with_role(Role::Tool, content);
+        m.tool_call_id = Some(tool_call_id.into());
+        m
+    }
+
+    /// The text of the content (the first text part for multi-part content), or `""`.
+    pub fn text(&self) -> &str {
+        self.content.as_ref().map_or("", Content::text)
+    }
+}
+
+/// Message content: a plain string or a list of parts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Text and image parts.
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// The plain text, or the first text part, or `""`.
+    pub fn text(&self) -> &str {
+        match self {
+            Self::Text(s) => s,
+            Self::Parts(parts) => parts
+                .iter()
+                .find_map(|p| match p {
+                    ContentPart::Text { text } => Some(text.as_str()),
+                    ContentPart::ImageUrl { .. } => None,
+                })
+                .unwrap_or(""),
+        }
+    }
+}
+
+impl From<String> for Content {
+    fn from(s: String) -> Self {
+        Self::Text(s)
+    }
+}
+
+impl From<&str> for Content {
+    fn from(s: &str) -> Self {
+        Self::Text(s.to_owned())
+    }
+}
+
+impl From<Vec<ContentPart>> for Content {
+    fn from(parts: Vec<ContentPart>) -> Self {
+        Self::Parts(parts)
+    }
+}
+
+/// One part of multi-part content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContentPart {
+    /// `{"type":"text","text":..}`
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// `{"type":"image_url","image_url":{"url":..,"detail":..}}`
+    ImageUrl {
+        /// The image reference.
+        image_url: ImageUrl,
+    },
+}
+
+/// An image given by URL or `data:` URI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUrl {
+    /// `https://...` or `data:image/png;base64,...`.
+    pub url: String,
+    /// `"auto"`, `"low"` or `"high"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+fn function_type() -> String {
+    "function".to_owned()
+}
+
+/// A tool call made by the assistant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call id; a `role: tool` message answers it through `tool_call_id`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub id: String,
+    /// Always `"function"` today.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function and its arguments.
+    pub function: FunctionCall,
+}
+
+/// The function half of a [`ToolCall`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    /// Function name.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
+    /// Arguments as a JSON text. A server that sends a JSON object instead is accepted and
+    /// the object is stored as its JSON text.
+    #[serde(default, deserialize_with = "arguments_text")]
+    pub arguments: String,
+}
+
+/// A tool the model may call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    /// Always `"function"` today.
+    #[serde(rename = "type", default = "function_type")]
+    pub kind: String,
+    /// The function's declaration.
+    pub function: FunctionDef,
+}
+
+/// A function declaration offered as a tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionDef {
+    /// Function name.
+    pub name: String,
+    /// What the function does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Ask for strict schema adherence (OpenAI structured outputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict: Option<bool>,
+}
+
+impl Tool {
+    /// A function tool with a description and a JSON Schema for its arguments.
+    pub fn function(
+        name: impl Into<String>,
+        description: impl Into<String>,
+        parameters: Value,
+    ) -> Self {
+        Self {
+            kind: function_type(),
+            function: FunctionDef {
+                name: name.into(),
+                description: Some(description.into()),
+                parameters: Some(parameters),
+                strict: None,
+            },
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_deserialize_leniently() {
+        let cases = [
+            // content null and empty tool_calls (some servers) read as absent.
+            (
+                json!({"role":"assistant","content":null,"tool_calls":[],"refusal":null}),
+                json!({"role":"assistant"}),
+            ),
+            // vLLM's `reasoning` reads as reasoning_content.
+            (
+                json!({"role":"assistant","content":"4","reasoning":"2+2"}),
+                json!({"role":"assistant","content":"4","reasoning_content":"2+2"}),
+            ),
+            (
+                json!({"role":"assistant","content":"4","reasoning_content":"a","reasoning":"b"}),
+                json!({"role":"assistant","content":"4","reasoning_content":"a"}),
+            ),
+            // Missing type defaults; object arguments are kept as JSON text; null id is "".
+            (
+                json!({"role":"assistant","tool_calls":[{"id":null,"function":{"name":"f","arguments":{"a":1}}}]}),
+                json!({"role":"assistant","tool_calls":[{"id":"","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}),
+            ),
+            (
+                json!({"role":"tool","tool_call_id":"c1","name":"f","content":"ok"}),
+                json!({"role":"tool","tool_call_id":"c1","name":"f","content":"ok"}),
+            ),
+        ];
+        for (input, want) in cases {
+            let m: Message = match serde_json::from_value(input.clone()) {
+                Ok(m) => m,
+                Err(e) => panic!("{input}: {e}"),
+            };
+            assert_eq!(serde_json::to_value(&m).ok(), Some(want), "{input}");
+        }
+        assert!(serde_json::from_value::<Message>(json!({"role":"robot","content":"x"})).is_err());
+    }
+
+    #[test]
+    fn constructors() {
+        let cases = [
+            (Message::system("s"), json!({"role":"system","content":"s"})),
+            (Message::user("u"), json!({"role":"user","content":"u"})),
+            (
+                Message::assistant(String::from("a")),
+                json!({"role":"assistant","content":"a"}),
+            ),
+            (
+                Message::tool("call_1", "r"),
+                json!({"role":"tool","content":"r","tool_call_id":"call_1"}),
+            ),
+        ];
+        for (m, want) in cases {
+            assert_eq!(serde_json::to_value(&m).ok(), Some(want));
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! The aggregated response: what a stream adds up to (or what a server that ignored
+//! `stream` returns), its token usage, and the assistant message for the next turn.
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use super::lenient::null_default;
+use super::message::{Content, Message, Role, ToolCall};
+use crate::kind::RetryRecord;
+
+/// Token counts. Missing or `null` counts read as 0; other fields (`completion_tokens_details`,
+/// `prompt_tokens_details`, ...) are kept in `extra`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    #[serde(default, deserialize_with = "null_default")]
+    pub prompt_tokens: u64,
+    /// Tokens generated.
+    #[serde(default, deserialize_with = "null_default")]
+    pub completion_tokens: u64,
+    /// Sum of both.
+    #[serde(default, deserialize_with = "null_default")]
+    pub total_tokens: u64,
+    /// Everything else the server reported.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A complete `chat.completion`: what a stream aggregates to, or what a server that ignored
+/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`),
+/// plus a `"retries"` array when the call needed retries.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ChatResponse {
+    /// Completion id.
+    #[serde(default, deserialize_with = "null_default")]
+    pub id: String,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "null_default")]
+    pub created: u64,
+    /// Model name.
+    #[serde(default, deserialize_with = "null_default")]
+    pub model: String,
+    /// Backend configuration fingerprint.
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    /// The choices, sorted by index.
+    #[serde(default, deserialize_with = "null_default")]
+    pub choices: Vec<Choice>,
+    /// Token counts, if the server reported them.
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    /// The retries it took to get this response (empty when the first attempt succeeded).
+    #[serde(default)]
+    pub retries: Vec<RetryRecord>,
+    /// The caller stopped the stream before it was complete: this holds what arrived until
+    /// then (finish reasons may be missing, tool-call arguments cut).
+    #[serde(default)]
+    pub stopped_by_caller: bool,
+}
+
+/// One choice of a [`ChatResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Choice {
+    /// Choice index.
+    #[serde(default, deserialize_with = "null_default")]
+    pub index: u32,
+    /// The assistant message.
+    pub message: Message,
+    /// `"stop"`, `"length"`, `"tool_calls"`, `"content_filter"`, ...
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+impl Serialize for ChatResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Shape<'r> {
+            id: &'r str,
+            object: &'static str,
+            created: u64,
+            model: &'r str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            system_fingerprint: Option<&'r str>,
+            choices: &'r [Choice],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            usage: Option<&'r Usage>,
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            retries: &'r [RetryRecord],
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            stopped_by_caller: bool,
+        }
+        Shape {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: &self.model,
+            system_fingerprint: self.system_fingerprint.as_deref(),
+            choices: &self.choices,
+            usage: self.usage.as_ref(),
+            retries: &self.retries,
+            stopped_by_caller: self.stopped_by_caller,
+        }
+        .serialize(s)
+    }
+}
+
+impl ChatResponse {
+    fn first(&self) -> Option<&Choice> {
+        self.choices.first()
+    }
+
+    /// The first choice's text, or `""`.
+    pub fn content(&self) -> &str {
+        self.first().map_or("", |c| c.message.text())
+    }
+
+    /// The first choice's reasoning text, if any.
+    pub fn reasoning(&self) -> Option<&str> {
+        self.first()?.message.reasoning_content.as_deref()
+    }
+
+    /// The first choice's tool calls (empty if none).
+    pub fn tool_calls(&self) -> &[ToolCall] {
+        self.first()
+            .and_then(|c| c.message.tool_calls.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// The first choice's finish reason.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.first()?.finish_reason.as_deref()
+    }
+
+    /// The assistant message to append to the conversation for the next turn: content,
+    /// tool calls and reasoning of the first choice.
+    pub fn to_message(&self) -> Message {
+        let m = self.first().map(|c| &c.message);
+        Message {
+            role: Role::Assistant,
+            content: m.and_then(|m| m.content.clone()),
+            tool_calls: m
+                .and_then(|m| m.tool_calls.clone())
+                .filter(|c| !c.is_empty()),
+            tool_call_id: None,
+            name: None,
+            reasoning_content: m.and_then(|m| m.reasoning_content.clone()),
+            refusal: None,
+        }
+        .ensure_sendable()
+    }
+
+    /// Like [`ChatResponse::to_message`], without cloning.
+    pub fn into_message(self) -> Message {
+        let m = self.choices.into_iter().next().map(|c| c.message);
+        let (content, tool_calls, reasoning_content) = match m {
+            Some(m) => (m.content, m.tool_calls, m.reasoning_content),
+            None => (None, None, None),
+        };
+        Message {
+            role: Role::Assistant,
+            content,
+            tool_calls: tool_calls.filter(|c| !c.is_empty()),
+            tool_call_id: None,
+            name: None,
+            reasoning_content,
+            refusal: None,
+        }
+        .ensure_sendable()
+    }
+}
+
+impl Message {
+    /// An assistant message needs `content` unless it has tool calls.
+    fn ensure_sendable(mut self) -> Self {
+        if self.content.is_none() && self.tool_calls.is_none() {
+            self.content = Some(Content::Text(String::new()));
+        }
+        self
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn usage_keeps_details_and_reads_null_as_zero() {
+        let u: Usage = match serde_json::from_value(json!({
+            "prompt_tokens": 19, "completion_tokens": null, "total_tokens": 29,
+            "completion_tokens_details": {"reasoning_tokens": 4}
+        })) {
+            Ok(u) => u,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (19, 0, 29)
+        );
+        assert_eq!(
+            u.extra.get("completion_tokens_details"),
+            Some(&json!({"reasoning_tokens": 4}))
+        );
+    }
+
+    fn openai_response() -> Value {
+        json!({
+            "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+            "object": "chat.completion",
+            "created": 1741570283,
+            "model": "gpt-4o-2024-08-06",
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": null,
+                    "tool_calls": [{
+                        "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}
+                    }],
+                    "refusal": null,
+                    "annotations": []
+                },
+                "logprobs": null,
+                "finish_reason": "tool_calls"
+            }],
+            "usage": {
+                "prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}
+            },
+            "service_tier": "default",
+            "system_fingerprint": "fp_fc9f1d7035"
+        })
+    }
+
+    #[test]
+    fn response_reads_openai_json_and_serializes_back() {
+        let r: ChatResponse = match serde_json::from_value(openai_response()) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(r.content(), "");
+        assert_eq!(r.reasoning(), None);
+        assert_eq!(r.finish_reason(), Some("tool_calls"));
+        assert_eq!(r.tool_calls().len(), 1);
+        assert_eq!(r.tool_calls()[0].function.name, "get_weather");
+        let want = json!({
+            "id": "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG",
+            "object": "chat.completion",
+            "created": 1741570283,
+            "model": "gpt-4o-2024-08-06",
+            "system_fingerprint": "fp_fc9f1d7035",
+            "choices": [{
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [{
+                        "id": "call_DdmO9pD3xa9XTPNJ32zg2hcA",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": "{\"location\":\"Paris\"}"}
+                    }]
+                },
+                "finish_reason": "tool_calls"
+            }],
+            "usage": {
+                "prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99,
+                "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}
+            }
+        });
+        assert_eq!(serde_json::to_value(&r).ok(), Some(want));
+        let again: Option<ChatResponse> = serde_json::to_value(&r)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok());
+        assert_eq!(again.as_ref(), Some(&r));
+    }
+
+    #[test]
+    fn to_message_is_a_sendable_assistant_turn() {
+        let with_tools: ChatResponse =
+            serde_json::from_value(openai_response()).unwrap_or_default();
+        let text_only = ChatResponse {
+            choices: vec![Choice {
+                index: 0,
+                message: Message {
+                    reasoning_content: Some("think".into()),
+                    ..Message::assistant("hello")
+                },
+                finish_reason: Some("stop".into()),
+            }],
+            ..ChatResponse::default()
+        };
+        let cases = [
+            (
+                with_tools,
+                json!({"role":"assistant","tool_calls":[{
+                    "id":"call_DdmO9pD3xa9XTPNJ32zg2hcA","type":"function",
+                    "function":{"name":"get_weather","arguments":"{\"location\":\"Paris\"}"}}]}),
+            ),
+            (
+                text_only,
+                json!({"role":"assistant","content":"hello","reasoning_content":"think"}),
+            ),
+            (
+                ChatResponse::default(),
+                json!({"role":"assistant","content":""}),
+            ),
+        ];
+        for (resp, want) in cases {
+            let by_ref = resp.to_message();
+            assert_eq!(serde_json::to_value(&by_ref).ok(), Some(want.clone()));
+            assert_eq!(resp.into_message(), by_ref);
+            // What we send back reads back as the same message.
+            let back: Option<Message> = serde_json::from_value(want).ok();
+            assert_eq!(back, Some(by_ref));
+        }
+    }
+}
