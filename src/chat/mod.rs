@@ -2,6 +2,8 @@
 //! [`Accumulator`] that turns dispatched SSE events into those events and a [`ChatResponse`].
 
 mod accumulate;
+#[allow(dead_code)] // wired in by the accumulator
+mod think;
 mod types;
 
 pub use accumulate::{Accumulator, ChatError, ChatLimits, Progress, response_from_completion_json};
