@@ -49,6 +49,8 @@ mod client;
 mod error;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[allow(dead_code)] // wired in by the client, errors and CLI
+mod redact;
 pub mod retry;
 pub mod sse;
 
