@@ -10,10 +10,10 @@
 //! - [`escape_controls`] makes server text harmless for a terminal: no escape sequences, no
 //!   carriage returns rewriting a line, no bidi overrides reordering it.
 //! - [`sanitize`] is what diagnostics should call: all of the above on one text, plus the
-//!   userinfo of any `scheme://user:pass@` URL inside it.
+//!   userinfo of any `…://user:pass@host` URL inside it.
 //!
-//! Each returns `Cow::Borrowed` when nothing needs changing, so the common case costs one
-//! scan and no allocation. None of them panics on any input. Where it is unclear whether
+//! Each returns `Cow::Borrowed` when nothing needs changing, so the common case costs a scan
+//! (one per secret for [`redact_secrets`]) and no allocation. None of them panics on any input. Where it is unclear whether
 //! something is a credential, they redact.
 
 use std::borrow::Cow;
@@ -102,8 +102,9 @@ pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
 }
 
 /// Server or error text made fit for a human: [`escape_controls`], then the userinfo of
-/// every `scheme://…@` URL in it (by the rules of [`redact_userinfo`]), then
-/// [`redact_secrets`]. Redaction comes last so that nothing after it can re-form a secret.
+/// every `…://user@host` URL in it (by the rules of [`redact_userinfo`]), then
+/// [`redact_secrets`]. Redaction comes last so that no later step can re-form a secret (only
+/// a secret that overlaps the text `<redacted>` itself could be).
 ///
 /// Meant for diagnostics (errors, logs, status lines). Model output shown as the answer
 /// should get [`escape_controls`] only, so an answer that mentions a URL with a password
@@ -178,11 +179,9 @@ fn is_scheme_byte(c: u8) -> bool {
 fn is_host_port(a: &[u8]) -> bool {
     let (host_ok, port) = match a.strip_prefix(b"[") {
         Some(inner) => match memchr::memchr(b']', inner) {
+            // IPv6 (hex, `:`, `.`), a zone id (`%25eth0`) or an IPvFuture literal.
             Some(close) => (
-                inner[..close]
-                    .iter()
-                    .all(|&c| c.is_ascii_hexdigit() || matches!(c, b':' | b'.' | b'%'))
-                    || inner[..close].iter().all(|&c| is_host_byte(c) || c == b':'),
+                inner[..close].iter().all(|&c| is_host_byte(c) || c == b':'),
                 &inner[close + 1..],
             ),
             None => return false,

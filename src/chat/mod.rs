@@ -9,6 +9,8 @@ mod lenient;
 mod message;
 mod request;
 mod response;
+#[allow(dead_code)] // wired in by the accumulator
+mod think;
 
 pub use accumulate::{Accumulator, ChatError, ChatLimits, Progress, response_from_completion_json};
 pub use api_error::ApiError;
