@@ -1655,3 +1655,121 @@ fn new_fault_specs() {
         assert_eq!(spec(text).fault.schedule(), schedule, "{text}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same server as a process: `oai-sse mock`.
+
+/// Kills the `oai-sse mock` child this test started when the test ends, however it ends.
+#[cfg(feature = "cli")]
+struct Child(std::process::Child);
+
+#[cfg(feature = "cli")]
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_serves_replay_feeds_and_the_new_faults() {
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    let args = [
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--replay-ttl",
+        "0.3",
+        "--tool",
+        r#"f={"a":1}"#,
+        "--fault",
+        "ring=50",
+        "--fault",
+        "close-after-response,after=2",
+    ];
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_oai-sse"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn oai-sse mock"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = log
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the listening line");
+    let addr = first
+        .strip_prefix("oai-sse mock listening on http://")
+        .and_then(|rest| rest.strip_suffix("/v1"))
+        .unwrap_or_else(|| panic!("{first}"))
+        .parse()
+        .unwrap();
+    let get = |target: &str| {
+        let mut r = BufReader::new(connect_to(addr));
+        send(r.get_mut(), "GET", target, "");
+        read_response(&mut r)
+    };
+
+    // A tool call without --reply streams no text; the ring keeps the last 50 bytes.
+    let mut r = BufReader::new(connect_to(addr));
+    post(r.get_mut(), &stream_body(), "X-Conversation-Id: cli\r\n");
+    let chat = read_response(&mut r);
+    assert!(chat.body.contains(r#""name":"f""#) && content_of(&chat).is_empty());
+    let total = chat.body.len();
+    let lost = get(&format!("/v1/stream?conv_id=cli&from={}", total - 51));
+    assert_eq!(
+        (lost.status, error_message(&lost).as_str()),
+        (400, "Stream offset lost, please restart")
+    );
+    let tail = get(&format!("/v1/stream?conv_id=cli&from={}", total - 50));
+    assert_eq!(tail.body, chat.body[total - 50..]);
+    // close-after-response from the third request on.
+    let feed = get("/v1/events?count=2&priming=1");
+    assert_eq!(
+        feed.body,
+        "count=2&priming=1".parse::<FeedSpec>().unwrap().body(None)
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while get("/v1/stream?conv_id=cli").status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "--replay-ttl 0.3 never expired the session"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    post(r.get_mut(), &stream_body(), "");
+    read_response(&mut r);
+    assert_eq!(
+        read_until_end(r.get_mut()).0,
+        b"",
+        "closed after the response"
+    );
+
+    let expected = [
+        "POST /v1/chat/completions (chat request 1, streamed, fault ring=50)",
+        "(streamed response 2, fault ring=50)",
+        "GET /v1/events?count=2&priming=1 (streamed response 4, fault ring=50)",
+    ];
+    let mut lines = Vec::new();
+    for want in expected {
+        let deadline = Instant::now() + TIMEOUT;
+        while !lines.iter().any(|l: &String| l.contains(want)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            lines.push(
+                log.recv_timeout(left)
+                    .unwrap_or_else(|_| panic!("{want:?} in {lines:?}")),
+            );
+        }
+    }
+}
