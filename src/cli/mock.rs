@@ -2,14 +2,14 @@
 
 use super::Failure;
 use super::args::{Args, UsageError};
-use oai_sse::mock::{FaultRule, MockServer, RecordedRequest, Script};
+use oai_sse::mock::{FaultRule, MockServer, RecordedRequest, Replies, Schedule, Script};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
 
 pub const HELP: &str = "\
 usage: oai-sse mock [--listen ADDR] [--fault SPEC]... [--reply TEXT] [--reasoning TEXT]
-                    [--tool NAME=JSON_ARGS]... [--model NAME]
+                    [--tool NAME=JSON_ARGS]... [--model NAME] [--replay-ttl S]
 
 Serves a fault-injecting OpenAI-compatible chat server until killed (Ctrl-C), for any client:
 curl, other SDKs, your own code. Prints `oai-sse mock listening on http://ADDR/v1` on stderr
@@ -19,7 +19,32 @@ once it accepts connections, then logs each request (RUST_LOG=warn silences that
                              chat.completion.chunk events: role, reasoning_content and the
                              reply word by word, tool-call arguments in ~8-byte pieces, the
                              finish reason, usage if stream_options.include_usage, then
-                             data: [DONE]; without it, one chat.completion JSON body
+                             data: [DONE]; without it, one chat.completion JSON body.
+                             With an X-Conversation-Id: ID header, a streamed reply is kept
+                             for replay (llama.cpp's resume protocol)
+  GET  /v1/stream?conv_id=ID&from=N
+                             replays the kept SSE bytes of ID from byte N (default 0): 200
+                             text/event-stream; 400 \"Missing conversation id in path\",
+                             404 \"Stream not found or expired\", 400 \"Invalid 'from' offset\",
+                             400 \"Stream offset lost, please restart\"
+  DELETE /v1/stream?conv_id=ID
+                             forgets ID; 204, idempotent
+  GET|POST /v1/events?QUERY  a numbered SSE feed (id: K, event: tick, data: {\"n\":K}); a
+                             Last-Event-ID: K header resumes after event K. QUERY:
+                               count=N          events 1..=N (default 10)
+                               event=NAME       the event field (default tick; empty: none)
+                               multiline=1      data on three lines
+                               retry=MS         a retry: MS field first
+                               interval-ms=MS   wait MS between events
+                               ping-ms=MS       a `: ping` comment every MS while waiting
+                               priming=1        an id-only event first (id: 0, or the
+                                                Last-Event-ID resumed from)
+                               end=close|hold|204
+                                                after the last event: end the body (close),
+                                                keep the connection open (hold), or answer
+                                                204 once Last-Event-ID is N (204)
+                               status=CODE      answer 204, or an error status with a JSON
+                                                body; retry-after=TEXT adds Retry-After
   GET  /v1/models            lists the model
   The /v1 prefix is optional; anything else is a 404 with an OpenAI error body.
 
@@ -28,20 +53,25 @@ options:
                          127.0.0.1:PORT; port 0 picks a free one). Loopback only: the mock
                          never listens beyond this machine
   --fault SPEC           inject a fault (repeatable; several combine, e.g. crlf + ping + a reset)
-  --reply TEXT           the reply (default \"Hello from the oai-sse mock server.\")
+  --reply TEXT           the reply (default \"Hello from the oai-sse mock server.\", or no
+                         text when --tool is given)
   --reasoning TEXT       reasoning streamed as reasoning_content before the reply
   --tool NAME=JSON_ARGS  add a tool call with these arguments (repeatable; must be valid JSON)
   --model NAME           the model /v1/models lists and replies name when a request gives none
                          (default mock-model; otherwise the request's model is echoed)
+  --replay-ttl S         how long a kept reply stays replayable (default 300 seconds)
 
 fault specs: FAULT[=VALUE][,OPTION=VALUE]...
   N counts bytes of the whole response: status line, headers and chunk framing. S is seconds
   (fractions allowed), MS milliseconds. Values cannot contain commas.
+  Hitting any streamed response (chat requests, replay GETs and feed requests, numbered
+  together in arrival order):
   close-after=N             write N bytes, then close the connection (FIN)
   reset-after=N             write N bytes, then reset the connection (RST); 0 resets before
                             the status line
   stall-after=N,secs=S      write N bytes, go silent for S seconds, then carry on (secs required)
   stall-before=S            wait S seconds before the status line
+  slices=N[,delay-ms=MS]    write the response N bytes at a time, MS apart
   status=CODE               answer with HTTP CODE and an OpenAI error body; options:
                               retry-after=TEXT          Retry-After header (seconds or HTTP date)
                               retry-after-ms=MS         retry-after-ms header
@@ -50,24 +80,42 @@ fault specs: FAULT[=VALUE][,OPTION=VALUE]...
                               code=C                    error.code (default null)
                               message=M                 error.message
   html=CODE                 answer with a gateway's HTML error page (nginx style)
+  Shaping chat streams only:
   truncate-tool-args        drop the last piece of each tool call's arguments (invalid JSON)
   no-done                   end the stream without the finish chunk, usage and [DONE]
   hold-open=S               after the finish (and usage) chunk, send nothing for S seconds,
                             then close
   crlf                      CRLF line endings in the SSE framing
   ping=MS                   a `: ping` comment between events, then a pause of MS
-  slices=N[,delay-ms=MS]    write the response N bytes at a time, MS apart
-  Every fault also takes times=N (hit only N chat requests) and after=K (leave the first K
-  alone); without times it hits every chat request after the first K.
+  Stream replay:
+  no-replay[=STATUS]        no replay route: GET/DELETE /v1/stream answer STATUS (default
+                            404) and chat requests keep nothing
+  replay-expired            a replay GET answers 404 \"Stream not found or expired\"
+  replay-lost               a replay GET answers 400 \"Stream offset lost, please restart\"
+  ring=BYTES                a kept reply keeps only its last BYTES (older offsets are lost)
+  Connections (keep-alive):
+  stale[=P][,seed=S]        a request on a reused connection is read, then the connection
+                            closes without a byte, with probability P (default 1); times/after
+                            count requests on reused connections
+  idle-close-ms=MS          close a kept-alive connection after MS idle; times/after count
+                            connections
+  close-after-response      close the connection after each response without sending
+                            Connection: close; times/after count requests of any kind
+  Every fault also takes times=N (hit only N requests) and after=K (leave the first K
+  alone); without times it hits every request after the first K.
 
 examples:
   oai-sse mock --fault reset-after=300,times=1           # reset the first stream mid-way
   oai-sse mock --fault status=429,retry-after=1,times=2  # rate-limit the first two requests
   oai-sse mock --fault stall-after=200,secs=5            # every stream goes silent for 5 s
   oai-sse mock --fault status=503,after=1,times=1        # only the second request fails
+  oai-sse mock --fault close-after=700,times=1           # cut the first stream; replay it:
+  curl -N 'http://127.0.0.1:8080/v1/stream?conv_id=c1&from=0'
   oai-sse mock --tool 'get_weather={\"city\":\"Paris\"}' --fault truncate-tool-args,times=1
   curl -N http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'";
+    -H 'x-conversation-id: c1' \\
+    -d '{\"model\":\"m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}'
+  curl -N 'http://127.0.0.1:8080/v1/events?count=5&interval-ms=500&retry=1000'";
 
 pub const TAKES_VALUE: &[&str] = &[
     "--listen",
@@ -76,6 +124,7 @@ pub const TAKES_VALUE: &[&str] = &[
     "--reasoning",
     "--tool",
     "--model",
+    "--replay-ttl",
 ];
 
 /// How often new requests are looked for, to log them.
@@ -90,6 +139,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
     let reasoning: Option<String> = args.value(&["--reasoning"])?;
     let tools = args.values(&["--tool"])?;
     let model: Option<String> = args.value(&["--model"])?;
+    let replay_ttl: Option<String> = args.value(&["--replay-ttl"])?;
     args.finish(0)?;
 
     let mut script = Script::new();
@@ -119,9 +169,18 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         script = script.fault(rule.clone());
         rules.push((spec, rule));
     }
+    let mut replies = Replies::from(script);
+    if let Some(ttl) = replay_ttl {
+        let secs = ttl
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| UsageError(format!("--replay-ttl {ttl:?}: expected seconds")))?;
+        replies = replies.replay_ttl(secs);
+    }
     let addrs = loopback_addrs(&listen)?;
 
-    let server = MockServer::start_on(&addrs[..], script)
+    let server = MockServer::start_on(&addrs[..], replies)
         .map_err(|e| Failure::Runtime(format!("cannot listen on {listen}: {e}")))?;
     super::logging::init(log::LevelFilter::Info);
     eprintln!("oai-sse mock listening on {}", server.base_url());
@@ -163,26 +222,25 @@ fn loopback_addrs(listen: &str) -> Result<Vec<SocketAddr>, UsageError> {
     Ok(loopback)
 }
 
-/// Logs one served request, with the faults the server applied to it (chat requests are
-/// numbered as the fault rules count them).
+/// Logs one served request, with the faults the server applied to it: chat requests are
+/// numbered, and each streamed response shows the faults scheduled on its number.
 fn log_request(request: &RecordedRequest, rules: &[(String, FaultRule)], chats: &mut u64) {
-    let path = request.path.split('?').next().unwrap_or_default();
-    let route = path.strip_prefix("/v1").unwrap_or(path);
-    if request.method != "POST" || route != "/chat/completions" {
-        log::info!("{} {}", request.method, request.path);
+    if request.dropped {
+        log::info!(
+            "{} {} (dropped: stale connection {})",
+            request.method,
+            request.path,
+            request.connection
+        );
         return;
     }
-    *chats += 1;
-    let n = *chats;
-    let stream = request
-        .json
-        .as_ref()
-        .and_then(|j| j.get("stream"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
+    let Some(n) = request.streamed else {
+        log::info!("{} {}", request.method, request.path);
+        return;
+    };
     let applied: Vec<&str> = rules
         .iter()
-        .filter(|(_, rule)| rule.applies_to(n))
+        .filter(|(_, rule)| rule.fault.schedule() == Schedule::Streamed && rule.applies_to(n))
         .map(|(spec, _)| spec.as_str())
         .collect();
     let faults = if applied.is_empty() {
@@ -190,10 +248,26 @@ fn log_request(request: &RecordedRequest, rules: &[(String, FaultRule)], chats: 
     } else {
         format!("fault {}", applied.join(" + "))
     };
+    if !request.is_chat() {
+        log::info!(
+            "{} {} (streamed response {n}, {faults})",
+            request.method,
+            request.path
+        );
+        return;
+    }
+    *chats += 1;
+    let stream = request
+        .json
+        .as_ref()
+        .and_then(|j| j.get("stream"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     log::info!(
-        "{} {} (chat request {n}, {}, {faults})",
+        "{} {} (chat request {}, {}, {faults})",
         request.method,
         request.path,
+        *chats,
         if stream { "streamed" } else { "not streamed" }
     );
 }

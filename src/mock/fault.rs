@@ -2,8 +2,12 @@
 
 use std::{str::FromStr, time::Duration};
 
-/// One way to break a chat response. Byte offsets count from the first byte of the status line,
-/// headers and chunk framing included.
+/// [`Fault::Stale`]'s probability scale: this many parts per million is "always".
+pub const PER_MILLION: u32 = 1_000_000;
+
+/// One way to break a response or a connection. Byte offsets count from the first byte of the
+/// status line, headers and chunk framing included. [`Fault::schedule`] says what a rule's
+/// `after`/`times` count for each fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {
@@ -41,6 +45,48 @@ pub enum Fault {
         /// Pause after each write.
         delay: Duration,
     },
+    /// The server has no stream-replay route: `GET`/`DELETE /v1/stream` answer this status with
+    /// an "Unknown request URL" body, and a chat request this hits registers no stream session.
+    NoReplay(u16),
+    /// A replay `GET /v1/stream` answers 404 "Stream not found or expired".
+    ReplayExpired,
+    /// A replay `GET /v1/stream` answers 400 "Stream offset lost, please restart".
+    ReplayLost,
+    /// The stream session a chat request registers keeps only its last this many bytes; replays
+    /// from earlier offsets answer 400 "Stream offset lost".
+    Ring(usize),
+    /// A request that is not the first on its keep-alive connection is read, then answered by
+    /// closing the connection without a byte (the server closed the idle connection just as the
+    /// client reused it), with probability `per_million` / [`PER_MILLION`], drawn from a
+    /// generator seeded with `seed`.
+    Stale {
+        /// Chance in parts per million; [`PER_MILLION`] drops every reused request.
+        per_million: u32,
+        /// Seeds the deterministic draw.
+        seed: u64,
+    },
+    /// Close a kept-alive connection that stays idle this long after a response.
+    IdleClose(Duration),
+    /// Close the connection right after the response, without announcing it with
+    /// `Connection: close` (so the client believes it can reuse the connection).
+    CloseAfterResponse,
+}
+
+/// What a [`FaultRule`]'s `after` and `times` count: the sequence a fault is scheduled by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Schedule {
+    /// Streamed responses, numbered together in arrival order: chat completion requests,
+    /// replay `GET /v1/stream` requests and `/v1/events` feed requests.
+    Streamed,
+    /// Requests that arrive on a reused keep-alive connection (not the first on it).
+    Reuses,
+    /// Accepted connections.
+    Connections,
+    /// Requests of any kind, in arrival order (as [`MockServer::requests_since`] numbers them).
+    ///
+    /// [`MockServer::requests_since`]: super::MockServer::requests_since
+    Requests,
 }
 
 /// The error response of [`Fault::Status`]; `None` fields are left out or get a default.
@@ -62,7 +108,8 @@ pub struct StatusFault {
     pub message: Option<String>,
 }
 
-/// A fault and the chat requests it hits: numbers `after + 1 ..= after + times` (1-based).
+/// A fault and the requests it hits: numbers `after + 1 ..= after + times` (1-based) of the
+/// sequence its fault is scheduled by ([`Fault::schedule`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRule {
     /// What goes wrong.
@@ -82,15 +129,40 @@ impl Fault {
         })
     }
 
-    /// This fault on the first `n` chat requests only.
+    /// A [`Fault::Stale`] with probability `p` (clamped to 0..=1) and seed 0.
+    pub fn stale(p: f64) -> Self {
+        Self::Stale {
+            per_million: probability(p),
+            seed: 0,
+        }
+    }
+
+    /// This fault on the first `n` requests of its [`Schedule`] only.
     pub fn times(self, n: u64) -> FaultRule {
         FaultRule::from(self).times(n)
     }
 
-    /// This fault on every chat request after the first `k`.
+    /// This fault on every request of its [`Schedule`] after the first `k`.
     pub fn after(self, k: u64) -> FaultRule {
         FaultRule::from(self).after(k)
     }
+
+    /// What this fault's `after`/`times` count.
+    pub fn schedule(&self) -> Schedule {
+        match self {
+            Self::Stale { .. } => Schedule::Reuses,
+            Self::IdleClose(_) => Schedule::Connections,
+            Self::CloseAfterResponse => Schedule::Requests,
+            _ => Schedule::Streamed,
+        }
+    }
+}
+
+/// `p` in 0..=1 as parts per million (NaN counts as 0).
+fn probability(p: f64) -> u32 {
+    let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+    // In 0..=1_000_000 after the clamp, so the cast is exact enough and cannot wrap.
+    (p * f64::from(PER_MILLION)).round() as u32
 }
 
 impl From<Fault> for FaultRule {
@@ -116,7 +188,7 @@ impl FaultRule {
         self
     }
 
-    /// Whether the `n`th chat request (1-based) gets this fault.
+    /// Whether the `n`th request (1-based) of the fault's [`Schedule`] gets this fault.
     pub fn applies_to(&self, n: u64) -> bool {
         n > self.after && self.times.is_none_or(|t| n - self.after <= t)
     }
@@ -132,7 +204,8 @@ pub enum FaultSpecError {
     /// The fault name is not one of the list.
     #[error(
         "unknown fault `{0}` (expected close-after, reset-after, stall-after, stall-before, status, \
-         html, truncate-tool-args, no-done, hold-open, crlf, ping or slices)"
+         html, truncate-tool-args, no-done, hold-open, crlf, ping, slices, no-replay, \
+         replay-expired, replay-lost, ring, stale, idle-close-ms or close-after-response)"
     )]
     UnknownFault(String),
     /// An option the fault does not take.
@@ -206,6 +279,22 @@ impl FromStr for FaultRule {
                     delay: Duration::ZERO,
                 },
             },
+            "no-replay" => match value {
+                None => Fault::NoReplay(404),
+                Some(_) => Fault::NoReplay(error_status(kind, value)?),
+            },
+            "replay-expired" => flag(Fault::ReplayExpired)?,
+            "replay-lost" => flag(Fault::ReplayLost)?,
+            "ring" => Fault::Ring(number(kind, value)?),
+            "stale" => match value {
+                None => Fault::stale(1.0),
+                Some(v) => match v.parse::<f64>() {
+                    Ok(p) if (0.0..=1.0).contains(&p) => Fault::stale(p),
+                    _ => return Err(invalid(kind, v)),
+                },
+            },
+            "idle-close-ms" => Fault::IdleClose(millis(kind, value)?),
+            "close-after-response" => flag(Fault::CloseAfterResponse)?,
             _ => return Err(E::UnknownFault(kind.to_owned())),
         };
         let mut rule = FaultRule::from(fault);
@@ -219,6 +308,7 @@ impl FromStr for FaultRule {
                     has_secs = true;
                 }
                 ("delay-ms", Fault::Slices { delay, .. }) => *delay = millis(key, value)?,
+                ("seed", Fault::Stale { seed, .. }) => *seed = number(key, value)?,
                 ("retry-after", Fault::Status(s)) => s.retry_after = Some(text(key, value)?),
                 ("retry-after-ms", Fault::Status(s)) => {
                     s.retry_after_ms = Some(number(key, value)?)
@@ -272,6 +362,13 @@ fn status_code(key: &str, value: Option<&str>) -> Result<u16, FaultSpecError> {
     }
 }
 
+fn error_status(key: &str, value: Option<&str>) -> Result<u16, FaultSpecError> {
+    match number(key, value)? {
+        code @ 400..=599 => Ok(code),
+        code => Err(invalid(key, &code.to_string())),
+    }
+}
+
 /// Seconds, fractions allowed (`2`, `0.25`).
 fn secs(key: &str, value: Option<&str>) -> Result<Duration, FaultSpecError> {
     let v = text(key, value)?;
@@ -283,4 +380,99 @@ fn secs(key: &str, value: Option<&str>) -> Result<Duration, FaultSpecError> {
 
 fn millis(key: &str, value: Option<&str>) -> Result<Duration, FaultSpecError> {
     number(key, value).map(Duration::from_millis)
+}
+
+/// The faults hitting one streamed response, merged (the first of each kind wins). Connection
+/// behaviours ([`Schedule::Reuses`], [`Schedule::Connections`], [`Schedule::Requests`]) are
+/// not part of a plan: the connection loop applies them.
+#[derive(Debug, Default)]
+pub(super) struct Plan {
+    /// Where to cut, and whether with an RST.
+    pub cut: Option<(usize, bool)>,
+    pub stall: Option<(usize, Duration)>,
+    pub stall_before: Option<Duration>,
+    /// A status or HTML error reply instead of the response.
+    pub reply: Option<Fault>,
+    pub truncate: bool,
+    pub no_done: bool,
+    pub hold: Option<Duration>,
+    pub crlf: bool,
+    pub ping: Option<Duration>,
+    pub slices: Option<(usize, Duration)>,
+    pub no_replay: Option<u16>,
+    pub replay_expired: bool,
+    pub replay_lost: bool,
+    pub ring: Option<usize>,
+}
+
+impl Plan {
+    /// The plan for streamed response number `n` under `rules`.
+    pub fn new<'a>(rules: impl IntoIterator<Item = &'a FaultRule>, n: u64) -> Self {
+        let mut p = Self::default();
+        let hits = rules
+            .into_iter()
+            .filter(|r| r.fault.schedule() == Schedule::Streamed && r.applies_to(n));
+        for rule in hits {
+            let f = &rule.fault;
+            match *f {
+                Fault::CloseAfter(n) => p.cut = p.cut.or(Some((n, false))),
+                Fault::ResetAfter(n) => p.cut = p.cut.or(Some((n, true))),
+                Fault::StallAfter { bytes, pause } => p.stall = p.stall.or(Some((bytes, pause))),
+                Fault::StallBeforeStatus(d) => p.stall_before = p.stall_before.or(Some(d)),
+                Fault::Status(_) | Fault::HtmlError(_) => {
+                    p.reply = p.reply.take().or_else(|| Some(f.clone()));
+                }
+                Fault::TruncateToolArgs => p.truncate = true,
+                Fault::NoDone => p.no_done = true,
+                Fault::HoldOpen(d) => p.hold = p.hold.or(Some(d)),
+                Fault::Crlf => p.crlf = true,
+                Fault::Ping(d) => p.ping = p.ping.or(Some(d)),
+                Fault::Slices { size, delay } => p.slices = p.slices.or(Some((size.max(1), delay))),
+                Fault::NoReplay(code) => p.no_replay = p.no_replay.or(Some(code)),
+                Fault::ReplayExpired => p.replay_expired = true,
+                Fault::ReplayLost => p.replay_lost = true,
+                Fault::Ring(n) => p.ring = p.ring.or(Some(n)),
+                Fault::Stale { .. } | Fault::IdleClose(_) | Fault::CloseAfterResponse => {}
+            }
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_probability_is_clamped_and_rounded() {
+        let cases = [
+            (0.0, 0),
+            (1.0, PER_MILLION),
+            (0.25, 250_000),
+            (2.0, PER_MILLION),
+            (-1.0, 0),
+            (f64::NAN, 0),
+        ];
+        for (p, ppm) in cases {
+            assert_eq!(probability(p), ppm, "{p}");
+        }
+    }
+
+    #[test]
+    fn plan_merges_only_streamed_faults_that_hit() {
+        let rules = [
+            Fault::CloseAfter(10).times(1),
+            Fault::ResetAfter(20).into(),
+            Fault::Crlf.after(1),
+            Fault::stale(1.0).into(),
+            Fault::Ring(64).into(),
+        ];
+        let first = Plan::new(&rules, 1);
+        assert_eq!(
+            (first.cut, first.crlf, first.ring),
+            (Some((10, false)), false, Some(64))
+        );
+        let second = Plan::new(&rules, 2);
+        assert_eq!((second.cut, second.crlf), (Some((20, true)), true));
+    }
 }

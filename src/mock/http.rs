@@ -1,8 +1,10 @@
-//! Sans-IO parser for the head of an HTTP/1.1 request: the mock server's only protocol code.
+//! Sans-IO parser for the head of an HTTP/1.1 request and its query string: the mock server's
+//! only protocol code.
 //!
 //! [`parse_head`] looks at the bytes read so far and answers "need more" (`Ok(None)`), a parsed
 //! [`Head`] (whose `len` says where the body starts), or the error status to answer with. It never
 //! reads a socket, so partial reads and malformed input are tested from byte strings.
+//! [`query_pairs`] splits and decodes the query of a request target.
 
 /// Largest request head we buffer before answering 431.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -52,6 +54,11 @@ impl HttpError {
 }
 
 impl Head {
+    /// The target without its query.
+    pub fn path(&self) -> &str {
+        self.target.split(['?', '#']).next().unwrap_or_default()
+    }
+
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -159,6 +166,52 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     }))
 }
 
+/// The decoded `key=value` pairs of the query in `target` (everything after the first `?`, up
+/// to a `#`), in order. `+` is a space and `%XX` a byte, as in HTML forms; a malformed escape
+/// stays as written and invalid UTF-8 becomes U+FFFD. A pair without `=` has an empty value.
+pub(crate) fn query_pairs(target: &str) -> Vec<(String, String)> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    parse_query(query.split('#').next().unwrap_or_default())
+}
+
+/// The decoded pairs of a bare query string (no `?`), as [`query_pairs`] decodes them.
+pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn decode(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        let byte = match b {
+            b'+' => b' ',
+            b'%' => match tail
+                .get(..2)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(byte) => {
+                    rest = tail.get(2..).unwrap_or_default();
+                    byte
+                }
+                None => b'%',
+            },
+            _ => b,
+        };
+        out.push(byte);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The offset just past the first blank line (`\n\n` or `\n\r\n`) at or after `from`.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
@@ -256,6 +309,32 @@ mod tests {
             let got = parse_head(input).map_err(HttpError::status);
             assert_eq!(got, Err(*status), "{}", String::from_utf8_lossy(input));
         }
+    }
+
+    #[test]
+    fn decodes_query_pairs() {
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let cases: &[(&str, &[(String, String)])] = &[
+            ("/v1/stream", &[]),
+            ("/v1/stream?", &[]),
+            (
+                "/v1/stream?conv_id=a%20b+c&from=12",
+                &[pair("conv_id", "a b c"), pair("from", "12")],
+            ),
+            (
+                "/x?a&&b=&=c",
+                &[pair("a", ""), pair("b", ""), pair("", "c")],
+            ),
+            ("/x?k=%zz%+1%4", &[pair("k", "%zz% 1%4")]),
+            ("/x?k=%C3%BC%ff", &[pair("k", "\u{fc}\u{fffd}")]),
+            ("/x?k=v#frag?x=y", &[pair("k", "v")]),
+            ("/x?k=a=b", &[pair("k", "a=b")]),
+        ];
+        for (target, want) in cases {
+            assert_eq!(query_pairs(target), *want, "{target}");
+        }
+        let head = parsed(b"GET /v1/stream?conv_id=x HTTP/1.1\r\n\r\n");
+        assert_eq!(head.path(), "/v1/stream");
     }
 
     #[test]

@@ -1,46 +1,96 @@
 //! A fault-injecting, OpenAI-compatible chat server for tests (feature `mock`).
 //!
-//! [`MockServer`] serves a [`Script`] on a loopback port, blocking, one thread per connection:
+//! [`MockServer`] serves [`Replies`] (usually one [`Script`]) on a loopback port, blocking, one
+//! thread per connection:
 //!
-//! - `POST /v1/chat/completions` (also without `/v1`): with `"stream": true`, a chunked
-//!   `text/event-stream` of `chat.completion.chunk` events — role, reasoning (`reasoning_content`)
-//!   and content word by word, tool-call arguments in ~8-byte pieces, the `finish_reason` chunk,
-//!   a usage chunk if `stream_options.include_usage`, then `data: [DONE]`; otherwise one
-//!   `chat.completion` JSON body. The `model` field echoes the request's.
-//! - `GET /v1/models` lists the script's model; anything else is a 404 with an OpenAI error body.
+//! - `POST /v1/chat/completions` (also without `/v1`, like every route): with `"stream": true`,
+//!   a chunked `text/event-stream` of `chat.completion.chunk` events — role, reasoning
+//!   (`reasoning_content`) and content word by word, tool-call arguments in ~8-byte pieces, the
+//!   `finish_reason` chunk, a usage chunk if `stream_options.include_usage`, then
+//!   `data: [DONE]`; otherwise one `chat.completion` JSON body. The `model` field echoes the
+//!   request's.
+//! - `GET /v1/stream?conv_id=ID&from=N` and `DELETE /v1/stream?conv_id=ID`: llama.cpp's stream
+//!   replay, below.
+//! - `GET` or `POST /v1/events?QUERY`: a generic numbered event feed for EventSource clients,
+//!   configured by its query ([`FeedSpec`]).
+//! - `GET /v1/models` lists the model; anything else is a 404 with an OpenAI error body.
 //!
 //! Connections are kept alive unless the client says `Connection: close`. Every request is
-//! recorded ([`MockServer::requests`]) without its `Authorization` value. [`Script::sse_events`]
-//! renders the exact fault-free stream without a server.
+//! recorded ([`MockServer::requests`]) without its `Authorization` value, with the connection
+//! it came on. [`Script::sse_events`] and [`FeedSpec::body`] render the exact fault-free
+//! bodies without a server.
+//!
+//! # Stream replay (llama.cpp's resume protocol)
+//!
+//! As llama.cpp's server (`tools/server/server-stream.cpp`) does, a streaming chat request with
+//! an `X-Conversation-Id: ID` header registers a stream session for ID: the server keeps the
+//! de-chunked SSE bytes of the reply, whatever happens to the connection (the mock generates
+//! the whole reply at once). The stored bytes are exactly the body the request's response
+//! carries when no fault cuts it (body faults like `crlf` or `ping` included), so an offset the
+//! client counted on that body indexes into them. A new request with the same ID replaces the
+//! session; a request answered by a `status`/`html` fault registers nothing and ends the old
+//! session; non-streaming requests register nothing.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /v1/stream?conv_id=ID&from=N` | `200`, chunked `text/event-stream`: the stored bytes from offset N (default 0) to the end; empty past the end |
+//! | ... without `conv_id` | `400` "Missing conversation id in path" |
+//! | ... unknown or expired ID | `404` "Stream not found or expired" |
+//! | ... `from` not a number | `400` "Invalid 'from' offset" |
+//! | ... N below what the ring still holds | `400` "Stream offset lost, please restart" |
+//! | `DELETE /v1/stream?conv_id=ID` | `204`, idempotent; the session is gone ([`MockServer::deleted_streams`]) |
+//!
+//! Error bodies are `{"error":{"message","type","param","code"}}` with the status as `code`,
+//! as llama.cpp sends them. Sessions expire [`DEFAULT_REPLAY_TTL`] (300 s) after they are
+//! stored ([`Replies::replay_ttl`] changes it); a server keeps at most [`MAX_STREAM_SESSIONS`]
+//! (the oldest goes) of at most [`MAX_RING_BYTES`] each.
 //!
 //! # Faults
 //!
-//! Each [`Fault`] hits chosen chat requests (a [`FaultRule`]: all of them, or `times` of them
-//! after skipping `after`), and several combine, e.g. CRLF + pings + a reset. Byte offsets count
-//! the whole response: status line, headers and chunk framing. If a response is shorter than a
-//! `close-after`/`reset-after` offset, the cut comes after its last byte.
+//! Each [`Fault`] hits chosen requests (a [`FaultRule`]: all of them, or `times` of them after
+//! skipping `after`), and several combine, e.g. CRLF + pings + a reset. What `after`/`times`
+//! count is the fault's [`Schedule`]: for most faults the **streamed responses**, numbered
+//! together in arrival order — chat completion requests, replay `GET /v1/stream` requests and
+//! `/v1/events` requests. So `close-after=700,times=1` cuts the first chat response only, and
+//! `close-after=100,after=1,times=1` then cuts the response after it, e.g. the client's replay
+//! `GET`. ([`RecordedRequest::streamed`] shows each request's number.)
+//!
+//! Byte offsets count the whole response: status line, headers and chunk framing. If a
+//! response is shorter than a `close-after`/`reset-after` offset, the cut comes after its last
+//! byte. The server's faults come from the script given to [`MockServer::start`] or from
+//! [`Replies::fault`]; see [`Replies`] for the faults of per-turn scripts.
 //!
 //! # Fault specs
 //!
 //! `FAULT[=VALUE][,OPTION=VALUE]...` parses into a [`FaultRule`] (`"reset-after=300,times=1".parse()`).
 //! Durations `S` are seconds (fractions allowed), `MS` milliseconds.
 //!
-//! | spec | fault | options |
-//! |---|---|---|
-//! | `close-after=N` | [`Fault::CloseAfter`] | |
-//! | `reset-after=N` | [`Fault::ResetAfter`] | |
-//! | `stall-after=N` | [`Fault::StallAfter`] | `secs=S` (required) |
-//! | `stall-before=S` | [`Fault::StallBeforeStatus`] | |
-//! | `status=CODE` | [`Fault::Status`] | `retry-after=TEXT`, `retry-after-ms=MS`, `should-retry=true\|false`, `type=T`, `code=C`, `message=M` |
-//! | `html=CODE` | [`Fault::HtmlError`] | |
-//! | `truncate-tool-args` | [`Fault::TruncateToolArgs`] | |
-//! | `no-done` | [`Fault::NoDone`] | |
-//! | `hold-open=S` | [`Fault::HoldOpen`] | |
-//! | `crlf` | [`Fault::Crlf`] | |
-//! | `ping=MS` | [`Fault::Ping`] | |
-//! | `slices=N` | [`Fault::Slices`] | `delay-ms=MS` |
+//! | spec | fault | hits | options |
+//! |---|---|---|---|
+//! | `close-after=N` | [`Fault::CloseAfter`] | any streamed response | |
+//! | `reset-after=N` | [`Fault::ResetAfter`] | any streamed response | |
+//! | `stall-after=N` | [`Fault::StallAfter`] | any streamed response | `secs=S` (required) |
+//! | `stall-before=S` | [`Fault::StallBeforeStatus`] | any streamed response | |
+//! | `slices=N` | [`Fault::Slices`] | any streamed response | `delay-ms=MS` |
+//! | `status=CODE` | [`Fault::Status`] | any streamed response | `retry-after=TEXT`, `retry-after-ms=MS`, `should-retry=true\|false`, `type=T`, `code=C`, `message=M` |
+//! | `html=CODE` | [`Fault::HtmlError`] | any streamed response | |
+//! | `truncate-tool-args` | [`Fault::TruncateToolArgs`] | chat streams | |
+//! | `no-done` | [`Fault::NoDone`] | chat streams | |
+//! | `hold-open=S` | [`Fault::HoldOpen`] | chat streams | |
+//! | `crlf` | [`Fault::Crlf`] | chat streams | |
+//! | `ping=MS` | [`Fault::Ping`] | chat streams | |
+//! | `no-replay[=STATUS]` | [`Fault::NoReplay`] (default 404) | a chat request registers no session; a replay `GET` answers STATUS; a `DELETE` too, when the rule hits the latest streamed response | |
+//! | `replay-expired` | [`Fault::ReplayExpired`] | replay `GET`s: 404 | |
+//! | `replay-lost` | [`Fault::ReplayLost`] | replay `GET`s: 400 | |
+//! | `ring=BYTES` | [`Fault::Ring`] | the session a chat request registers keeps its last BYTES | |
+//! | `stale[=P]` | [`Fault::Stale`] (P in 0..=1, default 1) | requests on a reused connection, counted by [`Schedule::Reuses`]: read, then the connection closes without a byte | `seed=S` |
+//! | `idle-close-ms=MS` | [`Fault::IdleClose`] | connections, counted by [`Schedule::Connections`]: closed after MS idle between requests | |
+//! | `close-after-response` | [`Fault::CloseAfterResponse`] | responses of any route, counted by [`Schedule::Requests`]: closed after the response, no `Connection: close` | |
 //!
-//! Every fault also takes `times=N` (hit N requests) and `after=K` (skip the first K).
+//! Every fault also takes `times=N` (hit N requests) and `after=K` (skip the first K). A
+//! replay `GET` or feed is not shaped by the chat body faults: its body is the stored bytes or
+//! the feed. A request dropped by `stale` is recorded (with [`RecordedRequest::dropped`]) but
+//! counted by no route and gets no streamed-response number.
 //!
 //! # Example
 //!
@@ -69,26 +119,39 @@
 //! ```
 
 mod fault;
+mod feed;
 mod http;
+mod record;
+mod replies;
+mod routes;
 mod script;
+mod session;
+mod wire;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use fault::{Fault, FaultRule, FaultSpecError, StatusFault};
+pub use fault::{Fault, FaultRule, FaultSpecError, PER_MILLION, Schedule, StatusFault};
+pub use feed::{FeedEnd, FeedSpec, FeedSpecError};
+pub use record::{MAX_RECORDED_REQUESTS, RecordedRequest};
+pub use replies::Replies;
 pub use script::{DEFAULT_MODEL, DEFAULT_REPLY, Script};
+pub use session::{DEFAULT_REPLAY_TTL, MAX_RING_BYTES, MAX_STREAM_SESSIONS};
 
 use http::{Head, HttpError};
+use record::Recorded;
+use routes::Ctx;
+use session::Sessions;
+use wire::{JSON, POLL, Wire};
 
-const JSON: &str = "application/json";
-/// How often the accept loop and stalls look at the stop flag.
-const POLL: Duration = Duration::from_millis(5);
+/// The shortest wait between polls of the listener, right after accepting a connection.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_micros(50);
 /// A client that reads nothing for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -100,78 +163,47 @@ pub struct MockServer {
     accept: Option<JoinHandle<()>>,
 }
 
-/// One request as the server saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRequest {
-    /// `GET`, `POST`, ...
-    pub method: String,
-    /// The request target as sent, query included.
-    pub path: String,
-    /// Lowercased names, in order, without `authorization`.
-    pub headers: Vec<(String, String)>,
-    /// Whether an `Authorization` header was sent (its value is not kept).
-    pub authorization: bool,
-    /// The raw body.
-    pub body: Vec<u8>,
-    /// The body, if it is JSON.
-    pub json: Option<Value>,
-}
-
-impl RecordedRequest {
-    /// The first value of a header, by case-insensitive name.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let mut h = self.headers.iter();
-        h.find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Most requests a server keeps for [`MockServer::requests`]; older ones are dropped so a
-/// long-running `oai-sse mock` does not grow without bound.
-pub const MAX_RECORDED_REQUESTS: usize = 1000;
-
-/// The recorded requests: the last [`MAX_RECORDED_REQUESTS`] and how many there were.
-#[derive(Debug, Default)]
-struct Recorded {
-    kept: std::collections::VecDeque<RecordedRequest>,
-    total: u64,
-}
-
-impl Recorded {
-    fn push(&mut self, request: RecordedRequest) {
-        if self.kept.len() == MAX_RECORDED_REQUESTS {
-            self.kept.pop_front();
-        }
-        self.kept.push_back(request);
-        self.total += 1;
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
-    script: Script,
+    replies: Replies,
     stop: AtomicBool,
     chat_requests: AtomicU64,
-    requests: Mutex<Recorded>,
+    /// Chat replies generated; a mutex so that picking a sequence's script and counting its
+    /// reply are one step.
+    generations: Mutex<u64>,
+    replays: AtomicU64,
+    feeds: AtomicU64,
+    connections: AtomicU64,
+    /// Streamed responses numbered so far: the count most faults are scheduled by.
+    streamed: AtomicU64,
+    /// Requests that arrived on a reused connection: the count `stale` is scheduled by.
+    reuses: AtomicU64,
+    /// The `stale` draw's generator state.
+    stale_rng: Mutex<u64>,
+    requests: Mutex<Recorded<RecordedRequest>>,
+    deleted: Mutex<Recorded<String>>,
+    sessions: Mutex<Sessions>,
     /// Clones of open connections, so stop can shut them down.
     open: Mutex<Vec<(u64, TcpStream)>>,
 }
 
 impl MockServer {
-    /// Starts serving `script` on `127.0.0.1` at a free port.
+    /// Starts serving on `127.0.0.1` at a free port: a [`Script`] (it answers every chat
+    /// request and its faults are the server's) or [`Replies`].
     ///
     /// # Errors
     /// If the socket cannot be bound or the accept thread cannot be spawned.
-    pub fn start(script: Script) -> io::Result<Self> {
-        Self::start_on("127.0.0.1:0", script)
+    pub fn start(replies: impl Into<Replies>) -> io::Result<Self> {
+        Self::start_on("127.0.0.1:0", replies)
     }
 
-    /// Starts serving `script` on the first loopback address `addr` resolves to.
+    /// Starts serving on the first loopback address `addr` resolves to.
     ///
     /// # Errors
     /// `InvalidInput` if `addr` has no loopback address (the mock never listens beyond the
     /// machine); otherwise as [`MockServer::start`].
-    pub fn start_on(addr: impl ToSocketAddrs, script: Script) -> io::Result<Self> {
+    pub fn start_on(addr: impl ToSocketAddrs, replies: impl Into<Replies>) -> io::Result<Self> {
+        let replies = replies.into();
         let addrs: Vec<_> = addr
             .to_socket_addrs()?
             .filter(|a| a.ip().is_loopback())
@@ -183,11 +215,24 @@ impl MockServer {
         let listener = TcpListener::bind(&addrs[..])?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let seed = replies.faults.iter().find_map(|r| match r.fault {
+            Fault::Stale { seed, .. } => Some(seed),
+            _ => None,
+        });
         let shared = Arc::new(Shared {
-            script,
+            sessions: Mutex::new(Sessions::new(replies.replay_ttl)),
+            replies,
             stop: AtomicBool::new(false),
             chat_requests: AtomicU64::new(0),
+            generations: Mutex::new(0),
+            replays: AtomicU64::new(0),
+            feeds: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            streamed: AtomicU64::new(0),
+            reuses: AtomicU64::new(0),
+            stale_rng: Mutex::new(seed.unwrap_or(0)),
             requests: Mutex::new(Recorded::default()),
+            deleted: Mutex::new(Recorded::default()),
             open: Mutex::new(Vec::new()),
         });
         let s = Arc::clone(&shared);
@@ -217,6 +262,18 @@ impl MockServer {
         lock(&self.shared.requests).kept.iter().cloned().collect()
     }
 
+    /// The chat completion requests among [`MockServer::requests`] (stale-dropped ones
+    /// included, marked [`RecordedRequest::dropped`]).
+    pub fn chat_requests(&self) -> Vec<RecordedRequest> {
+        let requests = lock(&self.shared.requests);
+        requests
+            .kept
+            .iter()
+            .filter(|r| r.is_chat())
+            .cloned()
+            .collect()
+    }
+
     /// Requests of any kind so far (also those no longer kept).
     pub fn request_count(&self) -> u64 {
         lock(&self.shared.requests).total
@@ -236,9 +293,37 @@ impl MockServer {
         (new, recorded.total)
     }
 
-    /// Chat completion requests so far (the count faults are scheduled by).
+    /// Chat completion requests answered so far, whatever the answer (not those dropped by
+    /// `stale`).
     pub fn chat_request_count(&self) -> u64 {
         self.shared.chat_requests.load(SeqCst)
+    }
+
+    /// Chat requests that generated a reply, streamed or not: not those answered by a
+    /// `status`/`html` fault, rejected as invalid, or failed in a reply function.
+    pub fn generation_count(&self) -> u64 {
+        *lock(&self.shared.generations)
+    }
+
+    /// Replay `GET /v1/stream` requests answered `200`.
+    pub fn replay_count(&self) -> u64 {
+        self.shared.replays.load(SeqCst)
+    }
+
+    /// `/v1/events` feed requests, whatever the answer.
+    pub fn feed_count(&self) -> u64 {
+        self.shared.feeds.load(SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connection_count(&self) -> u64 {
+        self.shared.connections.load(SeqCst)
+    }
+
+    /// The conversation ids of the `DELETE /v1/stream` requests answered `204`, in order (the
+    /// last [`MAX_RECORDED_REQUESTS`]).
+    pub fn deleted_streams(&self) -> Vec<String> {
+        lock(&self.shared.deleted).kept.iter().cloned().collect()
     }
 
     /// Closes the listener and every open connection and joins all threads. Stalled responses
@@ -261,36 +346,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Sleeps for `d` in small steps; fails once the server is stopping.
-fn pause(stop: &AtomicBool, d: Duration) -> io::Result<()> {
-    let start = Instant::now();
-    loop {
-        if stop.load(SeqCst) {
-            return Err(io::Error::other("mock server stopping"));
-        }
-        let left = d.saturating_sub(start.elapsed());
-        if left.is_zero() {
-            return Ok(());
-        }
-        thread::sleep(left.min(POLL));
-    }
-}
-
 /// Accepts until stopped, then shuts every connection down and joins its thread.
+/// The listener is polled (so that stop needs no wake-up connection): right after a connection
+/// the waits start at [`ACCEPT_BACKOFF_MIN`] and double up to [`POLL`], so bursts of
+/// connections (a test reconnecting in a loop) are accepted at once while an idle server
+/// wakes only every [`POLL`].
 fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id = 0;
+    let mut backoff = POLL;
     while !shared.stop.load(SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
                 workers.retain(|w| !w.is_finished());
-                next_id += 1;
-                match spawn_connection(stream, next_id, shared) {
+                let id = shared.connections.fetch_add(1, SeqCst) + 1;
+                match spawn_connection(stream, id, shared) {
                     Ok(worker) => workers.push(worker),
                     Err(e) => log::warn!("mock server: cannot serve a connection: {e}"),
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(POLL);
+            }
             Err(e) => {
                 log::warn!("mock server: accept failed: {e}");
                 thread::sleep(POLL);
@@ -320,29 +398,43 @@ fn spawn_connection(
     let spawned = thread::Builder::new()
         .name("oai-sse-mock-conn".into())
         .spawn(move || {
-            serve(&stream, &s);
+            serve(&stream, id, &s);
             // Drop the registered clone before `stream`, so an RST (linger 0) goes out on close.
             forget(&s);
         });
     spawned.inspect_err(|_| forget(shared))
 }
 
-/// Serves requests on one connection until it closes, fails, or a response ends it.
-fn serve(stream: &TcpStream, shared: &Shared) {
+/// Serves requests on connection number `conn` until it closes, fails, idles out, or a
+/// response ends it.
+fn serve(stream: &TcpStream, conn: u64, shared: &Shared) {
+    let idle = shared.replies.faults.iter().find_map(|r| match r.fault {
+        Fault::IdleClose(d) if r.applies_to(conn) => Some(d),
+        _ => None,
+    });
     let mut buf = Vec::new();
+    let mut served = 0_u64;
     loop {
-        let (head, body) = match read_request(stream, &mut buf) {
+        // The idle timer runs only between requests of a kept-alive connection.
+        let idle = idle.filter(|_| served > 0);
+        let (head, body) = match read_request(stream, &mut buf, idle) {
             Ok(Some(request)) => request,
             Ok(None) | Err(Fail::Io) => return,
+            Err(Fail::Idle) => {
+                log::debug!("mock server: closing idle connection {conn}");
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
             Err(Fail::Http(e)) => {
                 let mut w = Wire::new(stream, &shared.stop);
-                let body = error_body(e.message(), "invalid_request_error", None);
+                let body = wire::error_body(e.message(), "invalid_request_error", Value::Null);
                 let _ = w.reply(e.status(), JSON, &[], body.as_bytes(), true);
                 let _ = stream.shutdown(Shutdown::Write);
                 return;
             }
         };
-        if !respond(stream, shared, &head, body) {
+        served += 1;
+        if !respond(stream, conn, served > 1, shared, &head, body) {
             return;
         }
     }
@@ -350,13 +442,17 @@ fn serve(stream: &TcpStream, shared: &Shared) {
 
 enum Fail {
     Io,
+    /// No request began within the idle timeout.
+    Idle,
     Http(HttpError),
 }
 
-/// Reads one request (head and Content-Length body); `Ok(None)` at end of input.
+/// Reads one request (head and Content-Length body); `Ok(None)` at end of input. With `idle`,
+/// gives up with [`Fail::Idle`] if no byte of a new request arrives in time.
 fn read_request(
     mut stream: &TcpStream,
     buf: &mut Vec<u8>,
+    idle: Option<Duration>,
 ) -> Result<Option<(Head, Vec<u8>)>, Fail> {
     let mut sent_continue = false;
     let mut chunk = [0; 16 * 1024];
@@ -375,20 +471,99 @@ fn read_request(
                 sent_continue = true;
             }
         }
+        let timeout = idle
+            .filter(|_| buf.is_empty())
+            .map(|d| d.max(Duration::from_millis(1)));
+        if idle.is_some() {
+            stream.set_read_timeout(timeout).map_err(|_| Fail::Io)?;
+        }
         match stream.read(&mut chunk) {
             Ok(0) => return Ok(None),
             Ok(n) => buf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if timeout.is_some()
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+            {
+                return Err(Fail::Idle);
+            }
             Err(_) => return Err(Fail::Io),
         }
     }
 }
 
+/// The routes, by method and path (with or without `/v1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Chat,
+    Models,
+    Replay,
+    StopReplay,
+    Feed,
+    Unknown,
+}
+
+impl Route {
+    fn of(method: &str, path: &str) -> Self {
+        match (method, path.strip_prefix("/v1").unwrap_or(path)) {
+            ("POST", "/chat/completions") => Self::Chat,
+            ("GET", "/models") => Self::Models,
+            ("GET", "/stream") => Self::Replay,
+            ("DELETE", "/stream") => Self::StopReplay,
+            ("GET" | "POST", "/events") => Self::Feed,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Whether responses of this route are numbered in the sequence faults are scheduled by.
+    fn is_streamed(self) -> bool {
+        matches!(self, Self::Chat | Self::Replay | Self::Feed)
+    }
+}
+
+impl Shared {
+    /// Whether the `stale` fault drops this request, the next on a reused connection.
+    fn stale_hit(&self) -> bool {
+        let n = self.reuses.fetch_add(1, SeqCst) + 1;
+        let chance = self.replies.faults.iter().find_map(|r| match r.fault {
+            Fault::Stale { per_million, .. } if r.applies_to(n) => Some(per_million),
+            _ => None,
+        });
+        chance.is_some_and(|per_million| {
+            let draw = splitmix64(&mut lock(&self.stale_rng)) % u64::from(PER_MILLION);
+            draw < u64::from(per_million)
+        })
+    }
+}
+
+/// A small deterministic generator (SplitMix64): reproducible `stale` draws without a crate.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Records and answers one request; false when the connection must end.
-fn respond(stream: &TcpStream, shared: &Shared, head: &Head, body: Vec<u8>) -> bool {
+fn respond(
+    stream: &TcpStream,
+    conn: u64,
+    reused: bool,
+    shared: &Shared,
+    head: &Head,
+    body: Vec<u8>,
+) -> bool {
     let json = serde_json::from_slice::<Value>(&body).ok();
     log::debug!("mock server: {} {}", head.method, head.target);
-    lock(&shared.requests).push(RecordedRequest {
+    let route = Route::of(&head.method, head.path());
+    let dropped = reused && shared.stale_hit();
+    let streamed =
+        (!dropped && route.is_streamed()).then(|| shared.streamed.fetch_add(1, SeqCst) + 1);
+    let record = RecordedRequest {
         method: head.method.clone(),
         path: head.target.clone(),
         headers: head
@@ -399,318 +574,55 @@ fn respond(stream: &TcpStream, shared: &Shared, head: &Head, body: Vec<u8>) -> b
             .collect(),
         authorization: head.header("authorization").is_some(),
         body,
-        json: json.clone(),
-    });
+        json,
+        connection: conn,
+        streamed,
+        dropped,
+    };
+    // A reply function needs the record; other routes hand it over.
+    let (number, record) = if route == Route::Chat && !dropped {
+        (lock(&shared.requests).push(record.clone()), Some(record))
+    } else {
+        (lock(&shared.requests).push(record), None)
+    };
+    if dropped {
+        log::debug!("mock server: stale connection {conn}: closing instead of answering");
+        let _ = stream.shutdown(Shutdown::Write);
+        return false;
+    }
     let close = !head.keep_alive();
-    let path = head.target.split('?').next().unwrap_or_default();
-    let mut w = Wire::new(stream, &shared.stop);
-    let sent = match (
-        head.method.as_str(),
-        path.strip_prefix("/v1").unwrap_or(path),
-    ) {
-        ("POST", "/chat/completions") => return chat(stream, shared, json.as_ref(), close),
-        ("GET", "/models") => {
-            let list = json!({"object": "list", "data": [{"id": shared.script.model_name(),
+    let ctx = Ctx {
+        stream,
+        shared,
+        close,
+    };
+    let n = streamed.unwrap_or(0);
+    let keep = match (route, &record) {
+        (Route::Chat, Some(record)) => routes::chat(&ctx, n, record),
+        (Route::Replay, _) => routes::replay(&ctx, n, head),
+        (Route::StopReplay, _) => routes::stop_replay(&ctx, head),
+        (Route::Feed, _) => routes::feed(&ctx, n, head),
+        (Route::Models, _) => {
+            let list = json!({"object": "list", "data": [{"id": shared.replies.model(),
                 "object": "model", "created": 1_700_000_000, "owned_by": "oai-sse-mock"}]});
-            w.reply(200, JSON, &[], list.to_string().as_bytes(), close)
+            let mut w = Wire::new(stream, &shared.stop);
+            let sent = w.reply(200, JSON, &[], list.to_string().as_bytes(), close);
+            sent.is_ok() && !close
         }
         _ => {
-            let msg = format!("Unknown request URL: {} {}", head.method, path);
-            let body = error_body(&msg, "invalid_request_error", None);
-            w.reply(404, JSON, &[], body.as_bytes(), close)
+            let mut w = Wire::new(stream, &shared.stop);
+            let sent = routes::unknown_route(&mut w, 404, head, close);
+            sent.is_ok() && !close
         }
     };
-    sent.is_ok() && !close
-}
-
-/// The faults hitting one chat request, merged (the first of each kind wins).
-#[derive(Default)]
-struct Plan<'a> {
-    cut: Option<(usize, bool)>,
-    stall: Option<(usize, Duration)>,
-    stall_before: Option<Duration>,
-    reply: Option<&'a Fault>,
-    truncate: bool,
-    no_done: bool,
-    hold: Option<Duration>,
-    crlf: bool,
-    ping: Option<Duration>,
-    slices: Option<(usize, Duration)>,
-}
-
-impl<'a> Plan<'a> {
-    fn new(faults: impl Iterator<Item = &'a Fault>) -> Self {
-        let mut p = Self::default();
-        for f in faults {
-            match *f {
-                Fault::CloseAfter(n) => p.cut = p.cut.or(Some((n, false))),
-                Fault::ResetAfter(n) => p.cut = p.cut.or(Some((n, true))),
-                Fault::StallAfter { bytes, pause } => p.stall = p.stall.or(Some((bytes, pause))),
-                Fault::StallBeforeStatus(d) => p.stall_before = p.stall_before.or(Some(d)),
-                Fault::Status(_) | Fault::HtmlError(_) => p.reply = p.reply.or(Some(f)),
-                Fault::TruncateToolArgs => p.truncate = true,
-                Fault::NoDone => p.no_done = true,
-                Fault::HoldOpen(d) => p.hold = p.hold.or(Some(d)),
-                Fault::Crlf => p.crlf = true,
-                Fault::Ping(d) => p.ping = p.ping.or(Some(d)),
-                Fault::Slices { size, delay } => p.slices = p.slices.or(Some((size.max(1), delay))),
-            }
-        }
-        p
+    let close_after = shared
+        .replies
+        .faults
+        .iter()
+        .any(|r| matches!(r.fault, Fault::CloseAfterResponse) && r.applies_to(number));
+    if keep && close_after {
+        let _ = stream.shutdown(Shutdown::Write);
+        return false;
     }
-}
-
-/// Answers a chat request under its faults; false when the connection must end.
-fn chat(stream: &TcpStream, shared: &Shared, request: Option<&Value>, close: bool) -> bool {
-    let n = shared.chat_requests.fetch_add(1, SeqCst) + 1;
-    let faults = shared.script.faults.iter().filter(|r| r.applies_to(n));
-    let plan = Plan::new(faults.map(|r| &r.fault));
-    let mut w = Wire::new(stream, &shared.stop);
-    w.cut = plan.cut.map(|(at, _)| at);
-    (w.stall, w.slices) = (plan.stall, plan.slices);
-    let sent = write_chat(&mut w, &shared.script, &plan, request, close);
-    match plan.cut {
-        Some((_, false)) => {
-            let _ = stream.shutdown(Shutdown::Write);
-            false
-        }
-        Some((_, true)) => {
-            // Linger 0 makes the close that follows send an RST instead of a FIN.
-            let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
-            false
-        }
-        None => sent.unwrap_or(false) && !close,
-    }
-}
-
-/// Writes the chat response; `Ok(false)` when the connection must end afterwards.
-fn write_chat(
-    w: &mut Wire,
-    script: &Script,
-    plan: &Plan,
-    req: Option<&Value>,
-    close: bool,
-) -> io::Result<bool> {
-    if let Some(d) = plan.stall_before {
-        w.pause(d)?;
-    }
-    let Some(request) = req.filter(|r| r.is_object()) else {
-        let body = error_body(
-            "request body must be a JSON object",
-            "invalid_request_error",
-            None,
-        );
-        w.reply(400, JSON, &[], body.as_bytes(), close)?;
-        return Ok(true);
-    };
-    match plan.reply {
-        Some(Fault::Status(s)) => {
-            let mut headers = Vec::new();
-            headers.extend(
-                s.retry_after
-                    .as_ref()
-                    .map(|v| ("Retry-After", v.replace(['\r', '\n'], ""))),
-            );
-            headers.extend(s.retry_after_ms.map(|v| ("retry-after-ms", v.to_string())));
-            headers.extend(s.should_retry.map(|v| ("x-should-retry", v.to_string())));
-            let default_type = match s.code {
-                429 => "rate_limit_error",
-                500.. => "server_error",
-                _ => "invalid_request_error",
-            };
-            let message = s
-                .message
-                .clone()
-                .unwrap_or_else(|| format!("mock error: HTTP {}", s.code));
-            let kind = s.error_type.as_deref().unwrap_or(default_type);
-            let body = error_body(&message, kind, s.error_code.as_deref());
-            w.reply(s.code, JSON, &headers, body.as_bytes(), close)?;
-            return Ok(true);
-        }
-        Some(&Fault::HtmlError(code)) => {
-            let title = format!("{code} {}", reason(code));
-            let page = format!(
-                "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n\
-                 <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-            );
-            w.reply(
-                code,
-                "text/html",
-                &[("Server", "nginx".into())],
-                page.as_bytes(),
-                close,
-            )?;
-            return Ok(true);
-        }
-        _ => {}
-    }
-    let truncated;
-    let script = if plan.truncate {
-        truncated = script.with_truncated_tool_args();
-        &truncated
-    } else {
-        script
-    };
-    if request.get("stream") != Some(&Value::Bool(true)) {
-        let body = script.completion(request).to_string();
-        w.reply(200, JSON, &[], body.as_bytes(), close)?;
-        return Ok(true);
-    }
-    let headers = [
-        ("Content-Type", "text/event-stream".into()),
-        ("Cache-Control", "no-cache".into()),
-        ("Transfer-Encoding", "chunked".into()),
-    ];
-    w.send(response_head(200, &headers, close).as_bytes())?;
-    let (body, tail) = script.stream_parts(request);
-    let mut first = true;
-    let mut event = |w: &mut Wire, data: &str| {
-        if let (Some(every), false) = (plan.ping, first) {
-            w.chunk(if plan.crlf {
-                ": ping\r\n\r\n"
-            } else {
-                ": ping\n\n"
-            })?;
-            w.pause(every)?;
-        }
-        first = false;
-        w.chunk(&script::sse_frame(data, plan.crlf))
-    };
-    for chunk in body {
-        event(w, &chunk.to_string())?;
-    }
-    if !plan.no_done {
-        for chunk in tail {
-            event(w, &chunk.to_string())?;
-        }
-    }
-    if let Some(d) = plan.hold {
-        w.pause(d)?;
-        w.send(b"0\r\n\r\n")?;
-        return Ok(false);
-    }
-    if !plan.no_done {
-        event(w, "[DONE]")?;
-    }
-    w.send(b"0\r\n\r\n")?;
-    Ok(true)
-}
-
-fn error_body(message: &str, kind: &str, code: Option<&str>) -> String {
-    json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
-}
-
-fn response_head(status: u16, headers: &[(&str, String)], close: bool) -> String {
-    let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(if close {
-        "Connection: close\r\n\r\n"
-    } else {
-        "\r\n"
-    });
-    head
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Mock Status",
-    }
-}
-
-/// The response writer: counts bytes so faults can cut, stall or slice at exact offsets.
-struct Wire<'a> {
-    stream: &'a TcpStream,
-    stop: &'a AtomicBool,
-    written: usize,
-    /// Write no byte past this offset.
-    cut: Option<usize>,
-    /// Go silent once this many bytes are out.
-    stall: Option<(usize, Duration)>,
-    slices: Option<(usize, Duration)>,
-}
-
-impl<'a> Wire<'a> {
-    fn new(stream: &'a TcpStream, stop: &'a AtomicBool) -> Self {
-        Self {
-            stream,
-            stop,
-            written: 0,
-            cut: None,
-            stall: None,
-            slices: None,
-        }
-    }
-
-    fn pause(&self, d: Duration) -> io::Result<()> {
-        pause(self.stop, d)
-    }
-
-    fn send(&mut self, mut data: &[u8]) -> io::Result<()> {
-        loop {
-            if let Some((_, d)) = self.stall.filter(|&(at, _)| self.written >= at) {
-                self.stall = None;
-                self.pause(d)?;
-            }
-            if data.is_empty() {
-                return Ok(());
-            }
-            let mut n = data.len();
-            if let Some((at, _)) = self.stall {
-                n = n.min(at - self.written);
-            }
-            if let Some(at) = self.cut {
-                if self.written >= at {
-                    return Err(io::Error::other("mock fault: connection cut"));
-                }
-                n = n.min(at - self.written);
-            }
-            if let Some((size, delay)) = self.slices {
-                if self.written > 0 {
-                    self.pause(delay)?;
-                }
-                n = n.min(size);
-            }
-            let (now, rest) = data.split_at(n);
-            let mut stream = self.stream;
-            stream.write_all(now)?;
-            self.written += n;
-            data = rest;
-        }
-    }
-
-    /// Sends `data` as one HTTP chunk.
-    fn chunk(&mut self, data: &str) -> io::Result<()> {
-        self.send(format!("{:x}\r\n{data}\r\n", data.len()).as_bytes())
-    }
-
-    fn reply(
-        &mut self,
-        status: u16,
-        content_type: &str,
-        extra: &[(&str, String)],
-        body: &[u8],
-        close: bool,
-    ) -> io::Result<()> {
-        let mut headers = vec![("Content-Type", content_type.to_owned())];
-        headers.extend_from_slice(extra);
-        headers.push(("Content-Length", body.len().to_string()));
-        self.send(response_head(status, &headers, close).as_bytes())?;
-        self.send(body)
-    }
+    keep
 }

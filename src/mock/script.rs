@@ -4,7 +4,8 @@ use std::iter::once;
 
 use serde_json::{Map, Value, json};
 
-use super::fault::FaultRule;
+use super::fault::{FaultRule, Plan};
+use super::wire::Piece;
 
 /// The reply text of [`Script::default`].
 pub const DEFAULT_REPLY: &str = "Hello from the oai-sse mock server.";
@@ -16,11 +17,15 @@ const ID: &str = "chatcmpl-mock";
 /// Tool-call arguments are streamed in pieces of about this many bytes.
 const ARG_PIECE: usize = 8;
 
-/// What the mock server replies to every chat request, and the faults it injects. A builder:
+/// What the mock server replies to a chat request, and the faults it injects. A builder:
 /// `Script::new().text("Hi").tool_call("get_weather", r#"{"city":"Paris"}"#).fault(Fault::Crlf)`.
+///
+/// The reply text is [`DEFAULT_REPLY`] unless set with [`Script::text`] — except that a script
+/// with tool calls and no explicit text replies with no content at all.
 #[derive(Debug, Clone)]
 pub struct Script {
-    text: String,
+    /// `None`: the default reply, or nothing when there are tool calls.
+    text: Option<String>,
     repeat: usize,
     reasoning: Option<String>,
     tool_calls: Vec<(String, String)>,
@@ -32,7 +37,7 @@ pub struct Script {
 impl Default for Script {
     fn default() -> Self {
         Self {
-            text: DEFAULT_REPLY.to_owned(),
+            text: None,
             repeat: 1,
             reasoning: None,
             tool_calls: Vec::new(),
@@ -50,8 +55,9 @@ impl Script {
     }
 
     /// The reply text, streamed one word (with its leading space) per chunk. May be empty.
+    /// Also sent beside tool calls when set.
     pub fn text(mut self, text: impl Into<String>) -> Self {
-        self.text = text.into();
+        self.text = Some(text.into());
         self
     }
 
@@ -69,6 +75,7 @@ impl Script {
     }
 
     /// Adds a tool call; `arguments` is the complete JSON string, streamed in ~8-byte pieces.
+    /// Without [`Script::text`] the reply then has no content.
     pub fn tool_call(mut self, name: impl Into<String>, arguments: impl Into<String>) -> Self {
         self.tool_calls.push((name.into(), arguments.into()));
         self
@@ -86,7 +93,8 @@ impl Script {
         self
     }
 
-    /// Adds a fault: a [`Fault`](super::Fault) (hits every request) or a [`FaultRule`].
+    /// Adds a fault: a [`Fault`](super::Fault) (hits every request of its schedule) or a
+    /// [`FaultRule`].
     pub fn fault(mut self, fault: impl Into<FaultRule>) -> Self {
         self.faults.push(fault.into());
         self
@@ -94,6 +102,15 @@ impl Script {
 
     pub(super) fn model_name(&self) -> &str {
         &self.model
+    }
+
+    /// The reply text as set, or its default.
+    fn content(&self) -> &str {
+        match &self.text {
+            Some(text) => text,
+            None if self.tool_calls.is_empty() => DEFAULT_REPLY,
+            None => "",
+        }
     }
 
     /// The exact fault-free SSE events (`data: {json}\n\n`, ending with `data: [DONE]\n\n`) the
@@ -109,7 +126,7 @@ impl Script {
     pub fn completion(&self, request: &Value) -> Value {
         let mut message = Map::new();
         message.insert("role".into(), "assistant".into());
-        let content = vec![self.text.as_str(); self.repeat].join(" ");
+        let content = vec![self.content(); self.repeat].join(" ");
         let content = Some(content).filter(|c| !c.is_empty());
         message.insert("content".into(), content.into());
         if let Some(r) = &self.reasoning {
@@ -140,7 +157,7 @@ impl Script {
         let model = self.model_for(request);
         let reasoning = self.reasoning.iter().flat_map(|r| words(r));
         let content = (0..self.repeat).flat_map(move |i| {
-            words(&self.text)
+            words(self.content())
                 .enumerate()
                 .map(move |(j, w)| match (i, j) {
                     (1.., 0) => format!(" {w}"),
@@ -173,6 +190,32 @@ impl Script {
             );
         }
         (body, tail)
+    }
+
+    /// The streamed body under the plan's body faults (`crlf`, `ping`, `no-done`, `hold-open`),
+    /// one HTTP chunk per event or ping: exactly [`Script::sse_events`] without them.
+    pub(super) fn pieces<'a>(
+        &'a self,
+        request: &'a Value,
+        plan: &Plan,
+    ) -> impl Iterator<Item = Piece> + 'a {
+        let (body, tail) = self.stream_parts(request);
+        let tail = if plan.no_done { Vec::new() } else { tail };
+        let done = (!plan.no_done && plan.hold.is_none()).then(|| "[DONE]".to_owned());
+        let (crlf, ping) = (plan.crlf, plan.ping);
+        body.chain(tail)
+            .map(|chunk| chunk.to_string())
+            .chain(done)
+            .enumerate()
+            .flat_map(move |(i, data)| {
+                let event = sse_frame(&data, crlf);
+                // A ping, then the wait, then the event.
+                let ping_text = if crlf { ": ping\r\n\r\n" } else { ": ping\n\n" };
+                let every = ping.filter(|_| i > 0);
+                let ping = every.map(|_| Piece::now(ping_text.to_owned()));
+                let wait = every.unwrap_or_default();
+                ping.into_iter().chain(once(Piece { wait, data: event }))
+            })
     }
 
     /// A copy whose tool-call arguments lack their last streamed piece (invalid JSON).
@@ -209,7 +252,7 @@ impl Script {
                 content.map_or(0, |c| words(c).count())
             })
             .sum();
-        let completion = words(&self.text).count().saturating_mul(self.repeat)
+        let completion = words(self.content()).count().saturating_mul(self.repeat)
             + self.reasoning.as_deref().map_or(0, |r| words(r).count())
             + self
                 .tool_calls

@@ -1,0 +1,146 @@
+//! Which script answers which chat request, and the server-wide settings beside it.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fault::FaultRule;
+use super::record::RecordedRequest;
+use super::script::{DEFAULT_MODEL, Script};
+use super::session::DEFAULT_REPLAY_TTL;
+
+type ReplyFn = dyn Fn(&RecordedRequest) -> Script + Send + Sync;
+
+/// What a [`MockServer`](super::MockServer) answers: one [`Script`] for every chat request, a
+/// sequence of scripts (one per turn of an agent loop), or a function of the request; plus the
+/// server's own faults and settings.
+///
+/// - `Replies::from(script)` (what [`MockServer::start`](super::MockServer::start) does with a
+///   `Script`): the script answers every chat request, and its faults are the server's.
+/// - [`Replies::sequence`]: the k-th chat request that gets a reply is answered by the k-th
+///   script; after the last, the last answers every request. A request answered by a
+///   `status`/`html` fault or rejected as invalid uses up no script, so a retried turn gets the
+///   same script again.
+/// - [`Replies::from_fn`]: the function picks the script from the recorded request (its
+///   messages, headers, ...). If it panics, the request gets a 500.
+///
+/// # Faults
+///
+/// The server's faults ([`Replies::fault`], or the faults of the one script given to
+/// [`MockServer::start`](super::MockServer::start)) hit every response of their schedule:
+/// chat requests, replay `GET`s and feeds, and the connections. A script in a sequence or from
+/// a function keeps its own faults for the chat replies it gives: they are scheduled by the
+/// same streamed-response numbers, and only faults that shape a chat response (cuts, stalls,
+/// statuses, body faults, `no-replay`, `ring`) take effect there; connection behaviours
+/// (`stale`, `idle-close-ms`, `close-after-response`) only work as server faults.
+///
+/// ```
+/// use oai_sse::mock::{MockServer, Replies, Script};
+///
+/// // An agent loop: a tool call for the user's question, text once the tool answered.
+/// let replies = Replies::from_fn(|request| match request.last_message_role() {
+///     Some("tool") => Script::new().text("It is sunny."),
+///     _ => Script::new().tool_call("get_weather", r#"{"city":"Oslo"}"#),
+/// });
+/// let server = MockServer::start(replies)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Replies {
+    source: Source,
+    pub(super) faults: Vec<FaultRule>,
+    pub(super) replay_ttl: Duration,
+}
+
+#[derive(Clone)]
+enum Source {
+    Sequence(Vec<Script>),
+    Function(Arc<ReplyFn>),
+}
+
+impl Replies {
+    /// Script k answers the k-th chat request that gets a reply; the last answers the rest.
+    /// An empty sequence answers with [`Script::default`].
+    pub fn sequence(scripts: impl IntoIterator<Item = Script>) -> Self {
+        Self::with(Source::Sequence(scripts.into_iter().collect()))
+    }
+
+    /// `reply` picks the script for each chat request.
+    pub fn from_fn(reply: impl Fn(&RecordedRequest) -> Script + Send + Sync + 'static) -> Self {
+        Self::with(Source::Function(Arc::new(reply)))
+    }
+
+    fn with(source: Source) -> Self {
+        Self {
+            source,
+            faults: Vec::new(),
+            replay_ttl: DEFAULT_REPLAY_TTL,
+        }
+    }
+
+    /// Adds a server fault: it hits every response (or connection) of its schedule.
+    pub fn fault(mut self, fault: impl Into<FaultRule>) -> Self {
+        self.faults.push(fault.into());
+        self
+    }
+
+    /// How long a stream session stays replayable (default [`DEFAULT_REPLAY_TTL`], 300 s).
+    pub fn replay_ttl(mut self, ttl: Duration) -> Self {
+        self.replay_ttl = ttl;
+        self
+    }
+
+    /// The model `/v1/models` lists: the first script's, or [`DEFAULT_MODEL`] for a function.
+    pub(super) fn model(&self) -> &str {
+        match &self.source {
+            Source::Sequence(scripts) => scripts.first().map_or(DEFAULT_MODEL, Script::model_name),
+            Source::Function(_) => DEFAULT_MODEL,
+        }
+    }
+
+    /// The script for the chat request that would be reply number `turn` (0-based); `None` if
+    /// the reply function panicked.
+    pub(super) fn script(&self, turn: u64, request: &RecordedRequest) -> Option<Script> {
+        match &self.source {
+            Source::Sequence(scripts) => {
+                let last = scripts.len().saturating_sub(1);
+                let k = usize::try_from(turn).unwrap_or(usize::MAX).min(last);
+                Some(scripts.get(k).cloned().unwrap_or_default())
+            }
+            Source::Function(reply) => {
+                let reply = std::panic::AssertUnwindSafe(|| reply(request));
+                std::panic::catch_unwind(reply).ok()
+            }
+        }
+    }
+
+    /// Whether the script depends on the turn number (so picking it must be atomic with
+    /// counting the reply).
+    pub(super) fn by_turn(&self) -> bool {
+        matches!(self.source, Source::Sequence(_))
+    }
+}
+
+/// The script answers every chat request; its faults become the server's.
+impl From<Script> for Replies {
+    fn from(mut script: Script) -> Self {
+        let faults = std::mem::take(&mut script.faults);
+        Self {
+            faults,
+            ..Self::sequence([script])
+        }
+    }
+}
+
+impl fmt::Debug for Replies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Replies");
+        match &self.source {
+            Source::Sequence(scripts) => d.field("sequence", scripts),
+            Source::Function(_) => d.field("function", &"Fn(&RecordedRequest) -> Script"),
+        };
+        d.field("faults", &self.faults)
+            .field("replay_ttl", &self.replay_ttl)
+            .finish()
+    }
+}

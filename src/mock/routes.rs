@@ -1,0 +1,335 @@
+//! The streamed routes: chat completions, llama.cpp's stream replay, and the event feed. Each
+//! handler answers one request under its fault plan and says whether the connection stays open.
+
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::fault::Plan;
+use super::feed::{FeedEnd, FeedSpec};
+use super::http::{self, Head};
+use super::record::RecordedRequest;
+use super::script::Script;
+use super::session::{MAX_RING_BYTES, Sessions, Tail};
+use super::wire::Wire;
+use super::{Shared, lock};
+
+/// llama.cpp's replay error messages, verbatim.
+pub(super) const MISSING_ID: &str = "Missing conversation id in path";
+pub(super) const NOT_FOUND: &str = "Stream not found or expired";
+pub(super) const OFFSET_LOST: &str = "Stream offset lost, please restart";
+pub(super) const INVALID_FROM: &str = "Invalid 'from' offset";
+
+/// One request's connection and server.
+pub(super) struct Ctx<'a> {
+    pub stream: &'a TcpStream,
+    pub shared: &'a Shared,
+    /// The client asked to close after this response.
+    pub close: bool,
+}
+
+impl Ctx<'_> {
+    fn wire(&self, plan: &Plan) -> Wire<'_> {
+        Wire::with_plan(self.stream, &self.shared.stop, plan)
+    }
+
+    /// Ends a response: a cut closes (FIN) or resets (RST) the connection; otherwise it stays
+    /// open if the response went out whole and the client did not ask to close.
+    fn finish(&self, plan: &Plan, sent: io::Result<bool>) -> bool {
+        match plan.cut {
+            Some((_, false)) => {
+                let _ = self.stream.shutdown(Shutdown::Write);
+                false
+            }
+            Some((_, true)) => {
+                // Linger 0 makes the close that follows send an RST instead of a FIN.
+                let _ = socket2::SockRef::from(self.stream).set_linger(Some(Duration::ZERO));
+                false
+            }
+            None => sent.unwrap_or(false) && !self.close,
+        }
+    }
+}
+
+/// The 404 of a route the server does not have (also `no-replay`'s answer, with its status).
+pub(super) fn unknown_route(w: &mut Wire, status: u16, head: &Head, close: bool) -> io::Result<()> {
+    let message = format!("Unknown request URL: {} {}", head.method, head.path());
+    let body = super::wire::error_body(&message, "invalid_request_error", Value::Null);
+    w.reply(status, super::wire::JSON, &[], body.as_bytes(), close)
+}
+
+/// `POST /v1/chat/completions`, streamed response number `n`.
+pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
+    let shared = ctx.shared;
+    shared.chat_requests.fetch_add(1, SeqCst);
+    let request = record.json.as_ref().filter(|j| j.is_object());
+    let replies = &shared.replies;
+    // The script, its plan, and whether it generates a reply (not an error answer).
+    let pick = |turn| {
+        let script = replies.script(turn, record)?;
+        let plan = Plan::new(replies.faults.iter().chain(&script.faults), n);
+        let generates = request.is_some() && plan.reply.is_none();
+        Some((script, plan, generates))
+    };
+    // A sequence's script depends on how many replies came before: pick it and count its
+    // reply in one step. A reply function runs outside the lock.
+    let picked = if replies.by_turn() {
+        let mut turns = lock(&shared.generations);
+        let picked = pick(*turns);
+        *turns += u64::from(picked.as_ref().is_some_and(|p| p.2));
+        picked
+    } else {
+        let picked = pick(0);
+        *lock(&shared.generations) += u64::from(picked.as_ref().is_some_and(|p| p.2));
+        picked
+    };
+    let Some((script, plan, _)) = picked else {
+        let mut w = Wire::new(ctx.stream, &shared.stop);
+        let message = "the mock server's reply function panicked";
+        let sent = w.error(500, message, Value::Null, &[], ctx.close);
+        return sent.is_ok() && !ctx.close;
+    };
+    let conv_id = record
+        .header("x-conversation-id")
+        .filter(|id| !id.is_empty());
+    let mut w = ctx.wire(&plan);
+    let sent = write_chat(&mut w, ctx, &script, &plan, request, conv_id);
+    ctx.finish(&plan, sent)
+}
+
+/// Writes the chat response; `Ok(false)` when the connection must end afterwards.
+fn write_chat(
+    w: &mut Wire,
+    ctx: &Ctx,
+    script: &Script,
+    plan: &Plan,
+    request: Option<&Value>,
+    conv_id: Option<&str>,
+) -> io::Result<bool> {
+    let close = ctx.close;
+    if let Some(d) = plan.stall_before {
+        w.pause(d)?;
+    }
+    let Some(request) = request else {
+        let message = "request body must be a JSON object";
+        w.error(400, message, Value::Null, &[], close)?;
+        return Ok(true);
+    };
+    let streaming = request.get("stream") == Some(&Value::Bool(true));
+    if let Some(fault) = &plan.reply {
+        // llama.cpp installs the session before generating and evicts it when the request
+        // fails early, so a failed request also ends the previous session of its id.
+        if let (true, Some(id)) = (streaming, conv_id) {
+            lock(&ctx.shared.sessions).remove(id);
+        }
+        w.fault_reply(fault, close)?;
+        return Ok(true);
+    }
+    let truncated;
+    let script = if plan.truncate {
+        truncated = script.with_truncated_tool_args();
+        &truncated
+    } else {
+        script
+    };
+    if !streaming {
+        let body = script.completion(request).to_string();
+        w.reply(200, super::wire::JSON, &[], body.as_bytes(), close)?;
+        return Ok(true);
+    }
+    if let (Some(id), None) = (conv_id, plan.no_replay) {
+        // The whole reply is generated at once, so the session is complete before a byte is
+        // sent and survives whatever happens to this connection.
+        let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
+        let mut tail = Tail::new(ring);
+        for piece in script.pieces(request, plan) {
+            tail.push(piece.data.as_bytes());
+        }
+        lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
+    }
+    w.event_stream_head(close)?;
+    w.pieces(script.pieces(request, plan))?;
+    if let Some(d) = plan.hold {
+        w.pause(d)?;
+        w.last_chunk()?;
+        return Ok(false);
+    }
+    w.last_chunk()?;
+    Ok(true)
+}
+
+/// `GET /v1/stream?conv_id=ID&from=N`, streamed response number `n`.
+pub(super) fn replay(ctx: &Ctx, n: u64, head: &Head) -> bool {
+    let plan = Plan::new(&ctx.shared.replies.faults, n);
+    let mut w = ctx.wire(&plan);
+    let sent = write_replay(&mut w, ctx, &plan, head);
+    ctx.finish(&plan, sent)
+}
+
+fn write_replay(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result<bool> {
+    let close = ctx.close;
+    if let Some(d) = plan.stall_before {
+        w.pause(d)?;
+    }
+    let found = if let Some(status) = plan.no_replay {
+        unknown_route(w, status, head, close)?;
+        return Ok(true);
+    } else if let Some(fault) = &plan.reply {
+        w.fault_reply(fault, close)?;
+        return Ok(true);
+    } else if plan.replay_expired {
+        Err((404, NOT_FOUND))
+    } else if plan.replay_lost {
+        Err((400, OFFSET_LOST))
+    } else {
+        let query = http::query_pairs(&head.target);
+        lookup(&mut lock(&ctx.shared.sessions), &query, Instant::now())
+    };
+    match found {
+        Ok(bytes) => {
+            ctx.shared.replays.fetch_add(1, SeqCst);
+            w.event_stream_head(close)?;
+            w.chunk(&bytes)?;
+            w.last_chunk()?;
+        }
+        Err((status, message)) => w.error(status, message, status.into(), &[], close)?,
+    }
+    Ok(true)
+}
+
+/// The replay a query asks for, or the status and message llama.cpp answers, checked in
+/// llama.cpp's order: missing id, unknown id, malformed offset, lost offset.
+pub(super) fn lookup(
+    sessions: &mut Sessions,
+    query: &[(String, String)],
+    now: Instant,
+) -> Result<Vec<u8>, (u16, &'static str)> {
+    let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let id = param("conv_id")
+        .filter(|id| !id.is_empty())
+        .ok_or((400, MISSING_ID))?;
+    let tail = sessions.get(id, now).ok_or((404, NOT_FOUND))?;
+    let from = match param("from").filter(|f| !f.is_empty()) {
+        None => 0,
+        Some(f) if f.bytes().all(|b| b.is_ascii_digit()) => {
+            f.parse::<u64>().map_err(|_| (400, INVALID_FROM))?
+        }
+        Some(_) => return Err((400, INVALID_FROM)),
+    };
+    tail.from(from)
+        .map(<[u8]>::to_vec)
+        .ok_or((400, OFFSET_LOST))
+}
+
+/// `DELETE /v1/stream?conv_id=ID`: 204, idempotent. Not a streamed response: `no-replay`
+/// hits it when it hits the latest streamed response.
+pub(super) fn stop_replay(ctx: &Ctx, head: &Head) -> bool {
+    let shared = ctx.shared;
+    let latest = shared.streamed.load(SeqCst).max(1);
+    let no_replay = Plan::new(&shared.replies.faults, latest).no_replay;
+    let mut w = Wire::new(ctx.stream, &shared.stop);
+    let query = http::query_pairs(&head.target);
+    let id = query
+        .iter()
+        .find(|(k, v)| k == "conv_id" && !v.is_empty())
+        .map(|(_, v)| v);
+    let sent = match (no_replay, id) {
+        (Some(status), _) => unknown_route(&mut w, status, head, ctx.close),
+        (None, None) => w.error(400, MISSING_ID, 400.into(), &[], ctx.close),
+        (None, Some(id)) => {
+            lock(&shared.sessions).remove(id);
+            lock(&shared.deleted).push(id.clone());
+            w.no_content(ctx.close)
+        }
+    };
+    sent.is_ok() && !ctx.close
+}
+
+/// `GET`/`POST /v1/events?QUERY`, streamed response number `n`.
+pub(super) fn feed(ctx: &Ctx, n: u64, head: &Head) -> bool {
+    ctx.shared.feeds.fetch_add(1, SeqCst);
+    let plan = Plan::new(&ctx.shared.replies.faults, n);
+    let mut w = ctx.wire(&plan);
+    let sent = write_feed(&mut w, ctx, &plan, head);
+    ctx.finish(&plan, sent)
+}
+
+fn write_feed(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result<bool> {
+    let close = ctx.close;
+    if let Some(d) = plan.stall_before {
+        w.pause(d)?;
+    }
+    let query = head.target.split_once('?').map_or("", |(_, q)| q);
+    let spec = match query.parse::<FeedSpec>() {
+        Ok(spec) => spec,
+        Err(e) => {
+            w.error(400, &e.to_string(), Value::Null, &[], close)?;
+            return Ok(true);
+        }
+    };
+    if let Some(fault) = &plan.reply {
+        w.fault_reply(fault, close)?;
+        return Ok(true);
+    }
+    let last_id = head.header("last-event-id");
+    if spec.answers_no_content(last_id) {
+        w.no_content(close)?;
+        return Ok(true);
+    }
+    if spec.status != 200 {
+        let retry_after = spec.retry_after.iter().map(|v| ("Retry-After", v.clone()));
+        let message = format!("mock feed: HTTP {}", spec.status);
+        let headers: Vec<_> = retry_after.collect();
+        w.error(spec.status, &message, Value::Null, &headers, close)?;
+        return Ok(true);
+    }
+    w.event_stream_head(close)?;
+    w.pieces(spec.pieces(spec.resume_after(last_id)))?;
+    if spec.end == FeedEnd::Hold {
+        w.hold(spec.ping)?;
+        return Ok(false);
+    }
+    w.last_chunk()?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_answers_like_llama_cpp() {
+        let now = Instant::now();
+        let mut sessions = Sessions::new(Duration::from_secs(60));
+        let mut tail = Tail::new(6);
+        tail.push(b"0123456789");
+        sessions.insert("c 1", tail.finish(), now);
+        type Answer = Result<&'static [u8], (u16, &'static str)>;
+        let cases: &[(&str, Answer)] = &[
+            ("", Err((400, MISSING_ID))),
+            ("conv_id=", Err((400, MISSING_ID))),
+            ("conv_id=nope&from=x", Err((404, NOT_FOUND))),
+            ("conv_id=c+1", Err((400, OFFSET_LOST))),
+            ("conv_id=c%201&from=", Err((400, OFFSET_LOST))),
+            ("conv_id=c+1&from=4", Ok(b"456789")),
+            ("conv_id=c+1&from=9", Ok(b"9")),
+            ("conv_id=c+1&from=10", Ok(b"")),
+            ("conv_id=c+1&from=11", Ok(b"")),
+            ("conv_id=c+1&from=3", Err((400, OFFSET_LOST))),
+            ("conv_id=c+1&from=-1", Err((400, INVALID_FROM))),
+            ("conv_id=c+1&from=+5", Err((400, INVALID_FROM))),
+            ("conv_id=c+1&from=5x", Err((400, INVALID_FROM))),
+            (
+                "conv_id=c+1&from=99999999999999999999",
+                Err((400, INVALID_FROM)),
+            ),
+        ];
+        for (query, want) in cases {
+            let got = lookup(&mut sessions, &http::parse_query(query), now);
+            assert_eq!(got.as_deref().map_err(|e| *e), *want, "{query}");
+        }
+    }
+}
