@@ -156,7 +156,13 @@ impl Attempts {
             deadline: self.deadline,
             server_down_for: self.down_since.map(|since| since.elapsed()),
         };
-        let delay = match decide(&err, &self.policy, &situation, SystemTime::now(), &mut self.rng) {
+        let delay = match decide(
+            &err,
+            &self.policy,
+            &situation,
+            SystemTime::now(),
+            &mut self.rng,
+        ) {
             Decision::Retry(delay) => delay,
             Decision::GiveUp => {
                 log::debug!("attempt {} failed, not retried: {err}", self.attempt);
@@ -172,7 +178,10 @@ impl Attempts {
             Wait::AtMost(most) => delay.min(most),
             Wait::Exactly(exactly) => exactly,
         };
-        if let Some((left, _)) = self.deadline().map(|(end, total)| (end.saturating_duration_since(Instant::now()), total)) {
+        if let Some((left, _)) = self
+            .deadline()
+            .map(|(end, total)| (end.saturating_duration_since(Instant::now()), total))
+        {
             if delay >= left {
                 return Err(self.give_up(err, true));
             }
@@ -185,12 +194,22 @@ impl Attempts {
     }
 
     /// Moves to the next attempt at once, without a retry decision: a resume the server
-    /// cannot serve falls back to a restart. It still counts against the budget.
+    /// cannot serve falls back to a restart. It still counts against the budget, and a
+    /// restart after output needs the policy's consent.
     ///
     /// # Errors
     ///
-    /// `original` (the failure that broke the stream) when the budget is spent.
-    pub(crate) fn fall_back(&mut self, why: &Error, original: Error) -> Result<(), Error> {
+    /// `original` (the failure that broke the stream) when the budget is spent or the policy
+    /// forbids restarting after output.
+    pub(crate) fn fall_back(
+        &mut self,
+        why: &Error,
+        original: Error,
+        restart_after_output: bool,
+    ) -> Result<(), Error> {
+        if restart_after_output && !self.policy.retry_after_output {
+            return Err(self.give_up(original, false));
+        }
         if self.counted >= self.policy.max_retries {
             return Err(self.give_up(original, true));
         }

@@ -127,7 +127,11 @@ impl CancelHandle {
     /// Waits until `ready()` holds, the handle is cancelled, or `until` passes (never when
     /// `None`). `ready` is checked under the handle's lock; whoever makes it true must call
     /// [`notify`](Self::notify) afterwards. Returns whether `ready()` held.
-    pub(crate) fn wait_until(&self, until: Option<Instant>, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn wait_until(
+        &self,
+        until: Option<Instant>,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         let mut state = self.lock();
         loop {
             if ready() {
@@ -196,7 +200,11 @@ mod tests {
         drop(handle.register(weak(&dropped)));
         handle.cancel();
         assert_eq!(kept.0.load(Ordering::SeqCst), 1);
-        assert_eq!(dropped.0.load(Ordering::SeqCst), 0, "unregistered switch killed");
+        assert_eq!(
+            dropped.0.load(Ordering::SeqCst),
+            0,
+            "unregistered switch killed"
+        );
         // Registering after the cancel kills at once.
         let late = Arc::new(Counter::default());
         let _late = handle.register(weak(&late));

@@ -238,7 +238,8 @@ impl ClientBuilder {
     /// to trust several. Without this, the file named by `SSL_CERT_FILE` is used if set.
     pub fn root_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         let n = self.root_pems.len() + 1;
-        self.root_pems.push((pem.into(), format!("root certificate PEM #{n}")));
+        self.root_pems
+            .push((pem.into(), format!("root certificate PEM #{n}")));
         self
     }
 
@@ -268,7 +269,11 @@ impl ClientBuilder {
     /// the TLS server name) keep the host name.
     pub fn resolve(mut self, host: impl Into<String>, ip: IpAddr) -> Self {
         let host = host.into();
-        match self.pinned.iter_mut().find(|(h, _)| h.eq_ignore_ascii_case(&host)) {
+        match self
+            .pinned
+            .iter_mut()
+            .find(|(h, _)| h.eq_ignore_ascii_case(&host))
+        {
             Some((_, ips)) => ips.push(ip),
             None => self.pinned.push((host, vec![ip])),
         }
@@ -286,8 +291,8 @@ impl ClientBuilder {
         let urls = Urls::from_base(&self.base_url)?;
         let mut headers = Vec::with_capacity(self.headers.len() + 1);
         if let Some(key) = &self.api_key {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                .map_err(|_| {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
                     Error::Config("the API key has characters not allowed in a header".into())
                 })?;
             value.set_sensitive(true);
@@ -319,10 +324,10 @@ impl ClientBuilder {
             tls.add_pem_file(path)?;
         }
         if !tls.has_roots() && self.roots_from_env {
-            if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty()) {
-                tls.add_pem_file(std::path::Path::new(&path)).map_err(|e| {
-                    Error::Config(format!("{}: {e}", transport::SSL_CERT_FILE))
-                })?;
+            if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty())
+            {
+                tls.add_pem_file(std::path::Path::new(&path))
+                    .map_err(|e| Error::Config(format!("{}: {e}", transport::SSL_CERT_FILE)))?;
             }
         }
         tls.platform_verifier = self.platform_verifier;
@@ -491,14 +496,20 @@ pub(crate) struct Inner {
 impl Inner {
     /// Whether to try resuming on this server (it was not found without the route lately).
     pub(crate) fn replay_available(&self) -> bool {
-        let until = *self.no_replay_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let until = *self
+            .no_replay_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         until.is_none_or(|until| Instant::now() >= until)
     }
 
     /// Remembers that the server has no replay route (or that it works again).
     pub(crate) fn set_replay_available(&self, available: bool) {
         let until = (!available).then(|| Instant::now() + REPLAY_MEMORY);
-        *self.no_replay_until.lock().unwrap_or_else(PoisonError::into_inner) = until;
+        *self
+            .no_replay_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = until;
     }
 }
 
@@ -584,7 +595,11 @@ impl Client {
     /// # Errors
     ///
     /// [`Error::Config`] if the request does not serialize.
-    pub fn stream_with(&self, request: &ChatRequest, options: CallOptions) -> Result<ChatStream, Error> {
+    pub fn stream_with(
+        &self,
+        request: &ChatRequest,
+        options: CallOptions,
+    ) -> Result<ChatStream, Error> {
         ChatStream::new(Arc::clone(&self.inner), request, options)
     }
 
@@ -698,7 +713,9 @@ mod tests {
             .base_url("http://alice:hunter2-password@127.0.0.1:8080/v1")
             .api_key("sk-secret-123")
             .header("api-key", "azure-secret-456")
-            .proxy(ProxyConfig::Url("http://bob:proxy-pass-789@127.0.0.1:3128".into()));
+            .proxy(ProxyConfig::Url(
+                "http://bob:proxy-pass-789@127.0.0.1:3128".into(),
+            ));
         let client = builder.clone().build().expect("valid");
         let shown = format!(
             "{builder:?} {client:?} {:?} {}",
@@ -711,7 +728,10 @@ mod tests {
         let bad_proxy = Client::builder()
             .proxy(ProxyConfig::Url("ftp://carol:proxy-secret@[bad".into()))
             .build();
-        assert!(matches!(&bad_proxy, Err(Error::Config(m)) if !m.contains("proxy-secret")), "{bad_proxy:?}");
+        assert!(
+            matches!(&bad_proxy, Err(Error::Config(m)) if !m.contains("proxy-secret")),
+            "{bad_proxy:?}"
+        );
     }
 
     #[test]

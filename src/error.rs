@@ -306,7 +306,11 @@ mod tests {
     #[test]
     fn error_stays_small() {
         // `Result<_, Error>` travels through every layer; grow it only on purpose.
-        assert!(std::mem::size_of::<Error>() <= 56, "{}", std::mem::size_of::<Error>());
+        assert!(
+            std::mem::size_of::<Error>() <= 56,
+            "{}",
+            std::mem::size_of::<Error>()
+        );
     }
 
     fn http(status: u16) -> Error {
@@ -341,10 +345,16 @@ mod tests {
         let err = after(http(429), true);
         assert_eq!(err.status(), Some(429));
         assert_eq!(err.kind(), FailureKind::HttpStatus);
-        assert_eq!(err.api_error().map(|e| e.message.as_str()), Some("slow down"));
+        assert_eq!(
+            err.api_error().map(|e| e.message.as_str()),
+            Some("slow down")
+        );
         assert_eq!(err.retries().len(), 1);
         assert!(err.is_transient());
-        assert_eq!(err.to_string(), "gave up after 2 attempts: http 429: slow down");
+        assert_eq!(
+            err.to_string(),
+            "gave up after 2 attempts: http 429: slow down"
+        );
 
         let err = after(http(400), false);
         assert!(!err.is_transient());

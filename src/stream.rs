@@ -103,6 +103,9 @@ pub struct ChatStream {
     offset: u64,
     /// A restart or resume event to hand out before anything else.
     notice: Option<Notice>,
+    /// The failure being resumed from, returned if the resume cannot be had and a restart
+    /// is not allowed.
+    broken: Option<Error>,
     /// Output of the current generation was handed to the caller.
     delivered: bool,
     /// The last push completed the response; hand out its events, then finish.
@@ -194,6 +197,7 @@ impl ChatStream {
             next: Next::Post,
             offset: 0,
             notice: None,
+            broken: None,
             delivered: false,
             completing: false,
             generation_live: false,
@@ -335,7 +339,11 @@ impl ChatStream {
 
     /// The attempt's I/O context, with the call's cancel handle and deadline.
     fn attempt_io(&self) -> Arc<AttemptIo> {
-        AttemptIo::new(self.attempts.cancel(), self.client.limits, self.attempts.deadline())
+        AttemptIo::new(
+            self.attempts.cancel(),
+            self.client.limits,
+            self.attempts.deadline(),
+        )
     }
 
     fn headers(&self, extra: &[(HeaderName, HeaderValue)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -363,7 +371,11 @@ impl ChatStream {
         }
         let headers = self.headers(&extra);
         let io = self.attempt_io();
-        log::debug!("attempt {}: POST {}", self.attempts.attempt(), self.client.urls.chat);
+        log::debug!(
+            "attempt {}: POST {}",
+            self.attempts.attempt(),
+            self.client.urls.chat
+        );
         let request = Request {
             method: Method::POST,
             url: &self.client.urls.chat,
@@ -429,7 +441,11 @@ impl ChatStream {
         let Some(id) = self.conv_id.as_ref().and_then(|id| id.to_str().ok()) else {
             return self.fall_back(None);
         };
-        let url = format!("{}?conv_id={}&from={from}", self.client.urls.stream, encode_query(id));
+        let url = format!(
+            "{}?conv_id={}&from={from}",
+            self.client.urls.stream,
+            encode_query(id)
+        );
         let extra = [(
             ureq::http::header::ACCEPT,
             HeaderValue::from_static("text/event-stream"),
@@ -453,6 +469,7 @@ impl ChatStream {
         let sse = response.media_type() == "text/event-stream";
         if status == 200 && sse && unreadable_encoding(&response).is_none() {
             self.client.set_replay_available(true);
+            self.broken = None;
             self.open = Some(Open {
                 reader: self.event_reader(response.body),
                 base: from,
@@ -487,7 +504,8 @@ impl ChatStream {
     /// A resume could not be had: restart within the same budget, at once.
     fn fall_back(&mut self, why: Option<Error>) -> Result<Step, Error> {
         let why = why.unwrap_or_else(|| Error::Config("no conversation id to resume".into()));
-        match self.attempts.fall_back(&why, why.clone()) {
+        let original = self.broken.take().unwrap_or_else(|| why.clone());
+        match self.attempts.fall_back(&why, original, self.delivered) {
             Ok(()) => {
                 self.restart(why.kind());
                 Ok(Step::Continue)
@@ -497,7 +515,10 @@ impl ChatStream {
     }
 
     fn event_reader(&self, body: BodyRead) -> EventReader<BufReader<BodyRead>> {
-        EventReader::with_limits(BufReader::with_capacity(READ_BUFFER, body), self.client.sse_limits)
+        EventReader::with_limits(
+            BufReader::with_capacity(READ_BUFFER, body),
+            self.client.sse_limits,
+        )
     }
 
     /// The stream is complete: reach the end of the body so the connection is pooled, then
@@ -534,12 +555,24 @@ impl ChatStream {
         }
         if self.can_resume(&err) {
             let from = self.offset;
-            let wait = if replaying || self.attempts.history().iter().any(|r| matches!(r.action, RetryAction::Resumed { .. })) {
+            let wait = if replaying
+                || self
+                    .attempts
+                    .history()
+                    .iter()
+                    .any(|r| matches!(r.action, RetryAction::Resumed { .. }))
+            {
                 Wait::Backoff
             } else {
                 Wait::AtMost(FIRST_RESUME_WAIT)
             };
-            return match self.attempts.retry(err, RetryAction::Resumed { offset: from }, false, wait) {
+            self.broken = Some(err.clone());
+            return match self.attempts.retry(
+                err,
+                RetryAction::Resumed { offset: from },
+                false,
+                wait,
+            ) {
                 Ok(()) => {
                     self.next = Next::Resume { from };
                     Ok(Step::Continue)
@@ -548,7 +581,10 @@ impl ChatStream {
             };
         }
         let reason = err.kind();
-        match self.attempts.retry(err, RetryAction::Restarted, self.delivered, Wait::Backoff) {
+        match self
+            .attempts
+            .retry(err, RetryAction::Restarted, self.delivered, Wait::Backoff)
+        {
             Ok(()) => {
                 self.restart(reason);
                 Ok(Step::Continue)
@@ -619,7 +655,9 @@ impl ChatStream {
             idle: RELEASE_LIMIT,
             drain: RELEASE_LIMIT,
         };
-        let deadline = Instant::now().checked_add(RELEASE_LIMIT).map(|at| (at, RELEASE_LIMIT));
+        let deadline = Instant::now()
+            .checked_add(RELEASE_LIMIT)
+            .map(|at| (at, RELEASE_LIMIT));
         let io = AttemptIo::new(&CancelHandle::new(), limits, deadline);
         let request = Request {
             method: Method::DELETE,
@@ -697,13 +735,18 @@ pub(crate) fn unreadable_encoding(response: &Response) -> Option<Error> {
     }
     Some(Error::UnexpectedContentType {
         content_type: format!("Content-Encoding: {encoding}"),
-        snippet: "the server compressed the response although the request did not accept any encoding"
-            .into(),
+        snippet:
+            "the server compressed the response although the request did not accept any encoding"
+                .into(),
     })
 }
 
 /// Reads at most `limit` bytes within `time`, keeping what arrived before any error.
-pub(crate) fn read_bounded(mut body: impl Read + HasAttempt, limit: u64, time: Duration) -> Vec<u8> {
+pub(crate) fn read_bounded(
+    mut body: impl Read + HasAttempt,
+    limit: u64,
+    time: Duration,
+) -> Vec<u8> {
     body.attempt_io().set_phase(Phase::Tail(time));
     let mut text = Vec::new();
     if let Err(err) = (&mut body).take(limit).read_to_end(&mut text) {
@@ -719,8 +762,12 @@ fn drain(mut body: impl Read + HasAttempt) {
     body.attempt_io().set_phase(Phase::Tail(limit));
     match std::io::copy(&mut (&mut body).take(MAX_DRAIN), &mut std::io::sink()) {
         Ok(n) if n < MAX_DRAIN => {}
-        Ok(_) => log::debug!("more than {MAX_DRAIN} bytes after a complete response; dropping the connection"),
-        Err(err) => log::debug!("end of a complete response did not arrive ({err}); dropping the connection"),
+        Ok(_) => log::debug!(
+            "more than {MAX_DRAIN} bytes after a complete response; dropping the connection"
+        ),
+        Err(err) => log::debug!(
+            "end of a complete response did not arrive ({err}); dropping the connection"
+        ),
     }
 }
 

@@ -96,8 +96,12 @@ fn json_output_carries_the_retries() {
         ["unexpected_eof", "incomplete_stream"].contains(&reason),
         "{reason}"
     );
-    assert!(run.stderr.contains("retry 1/3 after "), "{}", run.stderr);
-    assert_eq!(server.chat_request_count(), 2);
+    // The mock replays the stream: resumed, not generated again.
+    assert_eq!(retries[0]["action"], "resumed", "{retries:?}");
+    assert!(retries[0]["offset"].as_u64().is_some(), "{retries:?}");
+    assert!(run.stderr.contains("resume at byte "), "{}", run.stderr);
+    assert_eq!(server.chat_request_count(), 1);
+    assert_eq!(server.replay_count(), 1);
 }
 
 #[test]
@@ -157,7 +161,8 @@ fn api_error_is_one_line_and_exit_1_without_retry() {
 
 #[test]
 fn max_retries_and_quiet() {
-    let server = MockServer::start(Script::new().fault(fault("status=503"))).unwrap();
+    // 502 is counted against --max-retries (a 503 is a server still loading: waited out).
+    let server = MockServer::start(Script::new().fault(fault("status=502"))).unwrap();
     let run = chat(&server, &["--max-retries", "1", "--quiet", "hi"], "");
     assert_eq!(run.code, 1);
     assert_eq!(server.chat_request_count(), 2);
@@ -171,10 +176,12 @@ fn max_retries_and_quiet() {
 
 #[test]
 fn no_mid_stream_retry() {
-    // Cut after the first content chunks have been printed.
+    // Cut after the first content chunks have been printed, on a server without stream
+    // replay: going on would mean generating (and printing) the answer again.
     let script = Script::new()
         .text("one two three four five six")
-        .fault(fault("close-after=700,times=1"));
+        .fault(fault("close-after=700,times=1"))
+        .fault(fault("no-replay"));
     let server = MockServer::start(script).unwrap();
     let run = chat(&server, &["--no-mid-stream-retry", "hi"], "");
     assert_eq!(run.code, 1, "{}", run.stdout);
@@ -183,6 +190,21 @@ fn no_mid_stream_retry() {
         "some output was printed before the cut"
     );
     assert_eq!(server.chat_request_count(), 1);
+
+    // With replay, picking the stream up where it broke repeats nothing: allowed.
+    let script = Script::new()
+        .text("one two three four five six")
+        .fault(fault("close-after=700,times=1"));
+    let server = MockServer::start(script).unwrap();
+    let run = chat(&server, &["--no-mid-stream-retry", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.trim_end(),
+        "one two three four five six",
+        "{}",
+        run.stderr
+    );
+    assert_eq!(server.generation_count(), 1);
 }
 
 #[test]

@@ -490,7 +490,10 @@ fn broken_eof_before_completion_keeps_the_io_kind() {
         .expect_err("broken");
     assert_eq!(err.kind(), FailureKind::UnexpectedEof, "{err:?}");
     let transport = err.transport().expect("a transport failure");
-    assert_eq!(transport.io_error().kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(
+        transport.io_error().kind(),
+        std::io::ErrorKind::UnexpectedEof
+    );
 }
 
 #[test]

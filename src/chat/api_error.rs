@@ -227,7 +227,6 @@ fn push_decoded(out: &mut String, text: &str) {
     out.push_str(&s);
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

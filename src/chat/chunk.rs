@@ -101,7 +101,6 @@ pub struct FunctionDeltaRef<'a> {
     pub arguments: Option<Cow<'a, str>>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,7 +198,10 @@ impl StreamEvent<'_> {
     pub fn is_output(&self) -> bool {
         matches!(
             self,
-            Self::Content { .. } | Self::Reasoning { .. } | Self::Refusal { .. } | Self::ToolCall { .. }
+            Self::Content { .. }
+                | Self::Reasoning { .. }
+                | Self::Refusal { .. }
+                | Self::ToolCall { .. }
         )
     }
 

@@ -2,8 +2,8 @@
 //! omits a field, numbers where it sends strings, and strings with or without escapes.
 
 use serde::de::{self, Deserialize, Deserializer, Visitor};
-use std::borrow::Cow;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::fmt;
 
 /// `null` reads as the type's default.
@@ -26,7 +26,9 @@ pub(super) fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, 
 
 /// An optional string that borrows from the input when it has no escapes. Numbers and booleans
 /// are accepted as their text (some servers send numeric ids).
-pub(super) fn opt_cow<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+pub(super) fn opt_cow<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = Option<Cow<'de, str>>;

@@ -282,7 +282,6 @@ impl Tool {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

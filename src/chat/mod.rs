@@ -16,6 +16,8 @@ pub use accumulate::{Accumulator, ChatError, ChatLimits, Progress, response_from
 pub use api_error::ApiError;
 pub use chunk::{ChoiceDelta, ChunkRef, DeltaRef, FunctionDeltaRef, ToolCallDeltaRef};
 pub use event::{OwnedStreamEvent, StreamEvent};
-pub use message::{Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Tool, ToolCall};
+pub use message::{
+    Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Tool, ToolCall,
+};
 pub use request::{ChatRequest, StreamOptions};
 pub use response::{ChatResponse, Choice, Usage};

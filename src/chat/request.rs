@@ -135,7 +135,6 @@ impl ChatRequest {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,7 +179,6 @@ impl Message {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,8 @@
 use super::Failure;
 use super::args::{Args, UsageError};
 use oai_sse::{
-    CallOptions, ChatRequest, Client, Error, Message, RetryNotice, StreamEvent, retry::RetryPolicy,
+    CallOptions, ChatRequest, Client, Error, Message, RetryAction, RetryNotice, StreamEvent,
+    retry::RetryPolicy,
 };
 use std::io::{self, IsTerminal, Read, Write};
 use std::sync::Arc;
@@ -196,8 +197,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut options = CallOptions::default();
     if !settings.quiet {
         options.on_retry = Some(Arc::new(|notice: &RetryNotice<'_>| {
+            let what = match notice.action {
+                RetryAction::Resumed { offset } => format!("resume at byte {offset}"),
+                _ => "retry".to_owned(),
+            };
             eprintln!(
-                "retry {}/{} after {} ms: {}",
+                "{what} {}/{} after {} ms: {}",
                 notice.retry,
                 notice.max_retries,
                 notice.delay.as_millis(),
@@ -279,6 +284,12 @@ impl Printer {
             } => {
                 self.leave_reasoning();
                 writeln!(io::stderr(), "[tool call: {name}]")
+            }
+            StreamEvent::Resumed { offset, .. } => {
+                writeln!(
+                    io::stderr(),
+                    "[resumed at byte {offset}: nothing was lost or repeated]"
+                )
             }
             StreamEvent::Restart { attempt, reason } => {
                 self.end_line();

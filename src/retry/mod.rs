@@ -122,7 +122,9 @@ pub fn decide(
         .saturating_add(situation.down_retries)
         .saturating_add(1);
     let delay = server_delay.unwrap_or_else(|| policy.backoff(step, rng));
-    let waiting_for_server = server_down(err).then_some(policy.max_wait_for_server).flatten();
+    let waiting_for_server = server_down(err)
+        .then_some(policy.max_wait_for_server)
+        .flatten();
     match waiting_for_server {
         Some(budget) => {
             let down = situation.server_down_for.unwrap_or(Duration::ZERO);
@@ -264,8 +266,8 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::ApiError;
     use crate::FailureKind;
+    use crate::chat::ApiError;
     use crate::error::{HttpError, TransportError};
     use std::io;
 
@@ -451,10 +453,7 @@ mod tests {
             classify(&http(503, None, [None; 3]), &policy, UNIX_EPOCH),
             P
         );
-        assert_eq!(
-            classify(&failed(FailureKind::Dns), &policy, UNIX_EPOCH),
-            T
-        );
+        assert_eq!(classify(&failed(FailureKind::Dns), &policy, UNIX_EPOCH), T);
     }
 
     #[test]
@@ -490,9 +489,19 @@ mod tests {
                 Decision::Retry(ms(250)),
             ),
             ("server delay wins", &slow, at(0, 0), Decision::Retry(s(3))),
-            ("unrepresentable server delay", &huge, at(0, 0), Decision::GiveUp),
+            (
+                "unrepresentable server delay",
+                &huge,
+                at(0, 0),
+                Decision::GiveUp,
+            ),
             ("budget spent", &eof, at(0, 10), Decision::Exhausted),
-            ("wait would pass the budget", &slow, at(0, 8), Decision::Exhausted),
+            (
+                "wait would pass the budget",
+                &slow,
+                at(0, 8),
+                Decision::Exhausted,
+            ),
             (
                 "wait would pass the deadline",
                 &slow,
@@ -543,14 +552,30 @@ mod tests {
             restart_after_output: true,
             ..Situation::default()
         };
-        let got = decide(&eof, &no_mid_stream, &restart, UNIX_EPOCH, &mut Rng::seeded(1));
+        let got = decide(
+            &eof,
+            &no_mid_stream,
+            &restart,
+            UNIX_EPOCH,
+            &mut Rng::seeded(1),
+        );
         assert_eq!(got, Decision::GiveUp);
         let counted = RetryPolicy {
             max_wait_for_server: None,
             ..policy
         };
-        let got = decide(&refused, &counted, &at(3, 0), UNIX_EPOCH, &mut Rng::seeded(1));
-        assert_eq!(got, Decision::Exhausted, "without a server budget, refusals count");
+        let got = decide(
+            &refused,
+            &counted,
+            &at(3, 0),
+            UNIX_EPOCH,
+            &mut Rng::seeded(1),
+        );
+        assert_eq!(
+            got,
+            Decision::Exhausted,
+            "without a server budget, refusals count"
+        );
     }
 
     fn ms(n: u64) -> Duration {
@@ -626,5 +651,4 @@ mod tests {
             }
         }
     }
-
 }

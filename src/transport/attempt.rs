@@ -322,7 +322,10 @@ mod tests {
     fn phases_pick_their_limit_and_the_deadline_wins_when_sooner() {
         let io = AttemptIo::new(&CancelHandle::new(), limits(), None);
         let (left, kind, limit) = io.read_limit();
-        assert_eq!((kind, limit), (FailureKind::FirstByteTimeout, limits().first_byte));
+        assert_eq!(
+            (kind, limit),
+            (FailureKind::FirstByteTimeout, limits().first_byte)
+        );
         assert!(left <= limit && left > Duration::from_secs(299));
         // Header bytes do not end the first-byte phase; bytes after the headers do.
         io.saw_bytes(100);

@@ -97,7 +97,11 @@ impl Dialer {
             .pinned
             .iter()
             .find(|(host, _)| host.eq_ignore_ascii_case(&target.host))
-            .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, target.port)).collect());
+            .map(|(_, ips)| {
+                ips.iter()
+                    .map(|ip| SocketAddr::new(*ip, target.port))
+                    .collect()
+            });
         let done = Arc::new(Done {
             result: Mutex::new(None),
             wake: cancel.clone(),
@@ -153,16 +157,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A worker's life: connect, report, offer itself again; exit when idle or orphaned.
+/// A worker's life: connect, offer itself again, report; exit when idle or orphaned. It is
+/// back in the idle list before the caller learns the result, so a caller that connects
+/// again at once finds it there.
 fn work(jobs: &Receiver<Job>, me: &Sender<Job>, idle: &Weak<Mutex<Vec<Sender<Job>>>>) {
     while let Ok(job) = jobs.recv_timeout(WORKER_IDLE) {
         let result = connect(&job.target, job.pinned.as_deref(), job.timeout);
+        let orphaned = match idle.upgrade() {
+            Some(list) => {
+                lock(&list).push(me.clone());
+                false
+            }
+            None => true,
+        };
         *lock(&job.done.result) = Some(result);
         job.done.wake.notify();
-        drop(job);
-        match idle.upgrade() {
-            Some(list) => lock(&list).push(me.clone()),
-            None => return,
+        if orphaned {
+            return;
         }
     }
 }
@@ -231,7 +242,12 @@ fn connect(
         }
     }
     match last {
-        Some(err) if !matches!(err.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock) => {
+        Some(err)
+            if !matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
             Err(DialError::Connect(err))
         }
         _ => Err(DialError::TimedOut),
@@ -276,17 +292,36 @@ mod tests {
         let dialer = Dialer::default();
         let cancel = CancelHandle::new();
         for _ in 0..5 {
-            let stream = dialer.dial(&target("127.0.0.1", port), Duration::from_secs(5), &cancel, None);
+            let stream = dialer.dial(
+                &target("127.0.0.1", port),
+                Duration::from_secs(5),
+                &cancel,
+                None,
+            );
             assert!(stream.is_ok(), "{stream:?}");
         }
-        assert_eq!(lock(&dialer.idle).len(), 1, "one worker serves sequential connects");
+        assert_eq!(
+            lock(&dialer.idle).len(),
+            1,
+            "one worker serves sequential connects"
+        );
         drop(listener);
-        let refused = dialer.dial(&target("127.0.0.1", port), Duration::from_secs(5), &cancel, None);
+        let refused = dialer.dial(
+            &target("127.0.0.1", port),
+            Duration::from_secs(5),
+            &cancel,
+            None,
+        );
         assert!(
             matches!(&refused, Err(DialError::Connect(e)) if e.kind() == io::ErrorKind::ConnectionRefused),
             "{refused:?}"
         );
-        let dns = dialer.dial(&target("x.invalid", 80), Duration::from_secs(5), &cancel, None);
+        let dns = dialer.dial(
+            &target("x.invalid", 80),
+            Duration::from_secs(5),
+            &cancel,
+            None,
+        );
         assert!(matches!(dns, Err(DialError::Dns(_))), "{dns:?}");
     }
 

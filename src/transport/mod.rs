@@ -142,7 +142,9 @@ impl Transport {
         #[cfg(not(feature = "tls"))]
         let _ = &settings.tls;
         let dialer = Arc::new(Dialer::new(settings.pinned));
-        let connector = ().chain(ConnectProxyConnector::default()).chain(SocketConnector { dialer });
+        let connector =
+            ().chain(ConnectProxyConnector::default())
+                .chain(SocketConnector { dialer });
         #[cfg(feature = "tls")]
         let connector = connector.chain(ureq::unversioned::transport::RustlsConnector::default());
         let connector = connector.chain(MarkConnected);
@@ -155,7 +157,11 @@ impl Transport {
     /// # Errors
     ///
     /// The failure, labelled as exactly as the attempt's record allows.
-    pub(crate) fn send(&self, request: &Request<'_>, io: &Arc<AttemptIo>) -> Result<Response, Error> {
+    pub(crate) fn send(
+        &self,
+        request: &Request<'_>,
+        io: &Arc<AttemptIo>,
+    ) -> Result<Response, Error> {
         let mut resends = 0;
         loop {
             let result = {
@@ -296,10 +302,16 @@ fn error_from_io(err: io::Error, io: &AttemptIo) -> Error {
     }
     // The body reader wraps ureq's errors in io::Error.
     if err.get_ref().is_some_and(|e| e.is::<ureq::Error>()) {
-        if let Some(inner) = err.into_inner().and_then(|e| e.downcast::<ureq::Error>().ok()) {
+        if let Some(inner) = err
+            .into_inner()
+            .and_then(|e| e.downcast::<ureq::Error>().ok())
+        {
             return error_from_ureq(*inner, io);
         }
-        return Error::io(FailureKind::Other, io::Error::other("unreadable transport error"));
+        return Error::io(
+            FailureKind::Other,
+            io::Error::other("unreadable transport error"),
+        );
     }
     let mut kind = FailureKind::from_io_kind(err.kind());
     if let Some(label) = io.failure_label() {

@@ -44,14 +44,21 @@ impl<In: Transport> Connector<In> for SocketConnector {
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let port = uri
             .port_u16()
-            .unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 });
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
         let target = Target {
             host: host.to_owned(),
             port,
         };
         let io = attempt::current();
         let timeout = ureq_duration(details.timeout).unwrap_or(Duration::MAX);
-        let cancel = io.as_ref().map(|io| io.cancel().clone()).unwrap_or_default();
+        let cancel = io
+            .as_ref()
+            .map(|io| io.cancel().clone())
+            .unwrap_or_default();
         let deadline = io.as_ref().and_then(|io| io.deadline_left());
         let until = deadline.and_then(|(left, _)| std::time::Instant::now().checked_add(left));
         log::debug!("connecting to {host}:{port}");
@@ -60,7 +67,7 @@ impl<In: Transport> Connector<In> for SocketConnector {
             Err(err) => return Err(dial_failure(err, io.as_deref(), deadline)),
         };
         let config = details.config;
-        let socket = Socket::new(
+        let mut socket = Socket::new(
             stream,
             LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
         );
@@ -158,21 +165,19 @@ impl Socket {
         }
     }
 
-    /// Binds this socket to `io` if it is not yet (the first I/O of an attempt).
-    fn bind(&self, io: &AttemptIo) -> bool {
-        if io.is_bound_to(self.id) {
-            return false;
+    /// Binds this socket to `io` if it is not yet (the first I/O of an attempt): the
+    /// attempt learns whether the connection served before, and can kill it.
+    fn bind(&mut self, io: &AttemptIo) {
+        if !io.is_bound_to(self.id) {
+            io.bind(self.id, self.served > 0, Arc::downgrade(&self.stream));
+            self.served += 1;
         }
-        io.bind(self.id, self.served > 0, Arc::downgrade(&self.stream));
-        true
     }
 
     /// The current attempt, bound to this socket.
     fn attempt(&mut self) -> Option<Arc<AttemptIo>> {
         let io = attempt::current()?;
-        if self.bind(&io) {
-            self.served += 1;
-        }
+        self.bind(&io);
         Some(io)
     }
 
@@ -218,7 +223,10 @@ fn update(
 }
 
 fn timed_out(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock)
+    matches!(
+        err.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
 }
 
 impl Transport for Socket {
@@ -240,7 +248,9 @@ impl Transport for Socket {
             return Err(out_of_time());
         }
         let stream = &*self.stream;
-        update(&mut self.write_timeout, wait, |d| stream.set_write_timeout(d))?;
+        update(&mut self.write_timeout, wait, |d| {
+            stream.set_write_timeout(d)
+        })?;
         let output = self.buffers.output().get(..amount).unwrap_or_default();
         match (&*self.stream).write_all(output) {
             Ok(()) => Ok(()),
@@ -294,7 +304,8 @@ impl Transport for Socket {
             return false;
         }
         let mut byte = [0u8; 1];
-        let open = matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        let open =
+            matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         open && stream.set_nonblocking(false).is_ok()
     }
 }

@@ -109,7 +109,11 @@ mod tests {
     #[test]
     fn pem_without_certificates_is_a_config_error() {
         let mut tls = TlsSettings::default();
-        for bad in [&b""[..], b"no pem here", b"-----BEGIN CERTIFICATE-----\n!!\n"] {
+        for bad in [
+            &b""[..],
+            b"no pem here",
+            b"-----BEGIN CERTIFICATE-----\n!!\n",
+        ] {
             assert!(
                 matches!(tls.add_pem(bad, "test"), Err(Error::Config(m)) if m.starts_with("test:")),
                 "{bad:?}"

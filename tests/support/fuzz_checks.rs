@@ -11,8 +11,8 @@ use std::io::{self, BufReader, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oai_sse::retry::{
-    Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, parse_http_date, server_delay,
-    should_retry_header,
+    Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, parse_http_date,
+    server_delay, should_retry_header,
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
 use oai_sse::{

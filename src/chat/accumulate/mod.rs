@@ -192,10 +192,26 @@ pub struct Accumulator {
 /// An event waiting in the queue: which buffer it points into and where.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
-    Role { at: usize },
-    Text { at: usize, field: TextField, start: usize, end: usize },
-    ToolCall { at: usize, slot: usize, start: usize, end: usize, id: bool, name: bool },
-    Finish { at: usize },
+    Role {
+        at: usize,
+    },
+    Text {
+        at: usize,
+        field: TextField,
+        start: usize,
+        end: usize,
+    },
+    ToolCall {
+        at: usize,
+        slot: usize,
+        start: usize,
+        end: usize,
+        id: bool,
+        name: bool,
+    },
+    Finish {
+        at: usize,
+    },
     Usage,
 }
 
@@ -387,7 +403,12 @@ impl Accumulator {
                 choice: index(at),
                 role: choice_of(at).and_then(|c| c.role.as_deref()).unwrap_or(""),
             },
-            Pending::Text { at, field, start, end } => {
+            Pending::Text {
+                at,
+                field,
+                start,
+                end,
+            } => {
                 let choice = index(at);
                 let buf = choice_of(at).map_or("", |c| match field {
                     TextField::Content => c.content.as_str(),
@@ -401,7 +422,14 @@ impl Accumulator {
                     TextField::Refusal => StreamEvent::Refusal { choice, text },
                 }
             }
-            Pending::ToolCall { at, slot, start, end, id, name } => {
+            Pending::ToolCall {
+                at,
+                slot,
+                start,
+                end,
+                id,
+                name,
+            } => {
                 let call = choice_of(at).and_then(|c| c.tools.get(slot));
                 StreamEvent::ToolCall {
                     choice: index(at),

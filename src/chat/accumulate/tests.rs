@@ -279,8 +279,7 @@ fn reasoning_field_variants() {
     ];
     for (delta, want_events, want) in cases {
         let chunk = format!(r#"{{"choices":[{{"index":0,"delta":{delta}}}]}}"#);
-        let done =
-            r#"{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#;
+        let done = r#"{"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}"#;
         let r = run(false, &msgs(&[&chunk, done]));
         let mut all = want_events;
         all.extend([text(0, "ok"), fin(0, "stop")]);
@@ -1015,18 +1014,33 @@ fn events_point_into_the_aggregated_response() {
     // when the buffer grew).
     let (text, at) = &seen[1];
     assert_eq!(text, "copy");
-    assert!(range.contains(at), "the delta is not a view of the response text");
+    assert!(
+        range.contains(at),
+        "the delta is not a view of the response text"
+    );
     assert_eq!(content, "zero-copy");
 }
 
 #[test]
 fn events_of_a_push_are_dropped_by_the_next_push() {
     let mut acc = Accumulator::new(false);
-    acc.push_event("message", r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#)
-        .expect("valid");
+    acc.push_event(
+        "message",
+        r#"{"choices":[{"index":0,"delta":{"content":"a"}}]}"#,
+    )
+    .expect("valid");
     assert!(acc.has_pending());
-    acc.push_event("message", r#"{"choices":[{"index":0,"delta":{"content":"b"}}]}"#)
-        .expect("valid");
-    assert_eq!(acc.next_event(), Some(StreamEvent::Content { choice: 0, text: "b" }));
+    acc.push_event(
+        "message",
+        r#"{"choices":[{"index":0,"delta":{"content":"b"}}]}"#,
+    )
+    .expect("valid");
+    assert_eq!(
+        acc.next_event(),
+        Some(StreamEvent::Content {
+            choice: 0,
+            text: "b"
+        })
+    );
     assert_eq!(acc.next_event(), None);
 }
