@@ -487,6 +487,50 @@ fn proxy_cuts_the_response_at_every_kind_of_offset_with_fin_and_rst() {
     }
 }
 
+/// The de-chunked body of a response's raw bytes, however they end.
+fn body_of(raw: &[u8]) -> Vec<u8> {
+    let mut framer = Framer::response(false);
+    let (mut body, mut taken) = (Vec::new(), 0);
+    loop {
+        let (used, piece) = framer.feed(&raw[taken..]).expect("valid prefix");
+        taken += used;
+        match piece {
+            Some(Piece::Body(b)) => body.extend_from_slice(b),
+            None if used == 0 => return body,
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn proxy_cuts_right_after_each_body_byte() {
+    let full = sse_response();
+    let body = body_of(&full);
+    for k in 0..=body.len() {
+        let upstream = Upstream::start();
+        let proxy = FaultProxy::start(upstream.addr);
+        proxy.add_fault(Fault::new("POST", "/sse").at(CutAt::BodyByte(k)));
+        let mut conn = KeepAlive::connect(&proxy);
+        conn.send("POST", "/sse", b"{}");
+        let (got, error) = conn.rest();
+        assert_eq!(error, None, "at {k}");
+        assert!(full.starts_with(&got), "at {k}: {got:?}");
+        assert_eq!(body_of(&got), body[..k], "at {k}");
+        // Nothing after the k-th body byte: one byte less holds one body byte less (or,
+        // for k = 0, it is the head).
+        if k == 0 {
+            assert_eq!(got, SSE_HEAD.as_bytes());
+        } else {
+            assert_eq!(body_of(&got[..got.len() - 1]), body[..k - 1], "at {k}");
+        }
+        let cut = &proxy.cuts()[0];
+        assert_eq!(
+            (cut.body_bytes, cut.raw_bytes, &cut.outcome),
+            (k, got.len(), &Outcome::Cut)
+        );
+    }
+}
+
 #[test]
 fn proxy_cuts_right_after_the_head() {
     let upstream = Upstream::start();
@@ -819,19 +863,11 @@ fn llama_replay_route_continues_a_cut_stream_from_an_event_boundary() {
     assert!(whole.complete, "{whole:?}");
     assert_eq!(whole.body[..cut.body.len()], cut.body[..]);
     assert_eq!(whole.body[end..], rest.body[..]);
-    let lookup = llama.call(
-        "POST",
-        "/v1/streams/lookup",
-        &[("Content-Type", "application/json")],
-        json!({"conversation_ids": [id]}).to_string().as_bytes(),
-    );
-    let sessions: Value = serde_json::from_slice(&lookup.body).expect("lookup JSON");
-    assert_eq!(sessions[0]["is_done"], json!(true), "{sessions}");
-    assert_eq!(
-        sessions[0]["total_bytes"],
-        json!(whole.body.len()),
-        "{sessions}"
-    );
+    let session = llama
+        .stream_session(&id)
+        .expect("the session outlives its stream");
+    assert_eq!(session.total_bytes, whole.body.len() as u64);
+    assert!(session.is_done);
 
     // How the route answers other offsets and ids once the stream is done.
     let total = whole.body.len();
@@ -867,6 +903,7 @@ fn llama_replay_route_continues_a_cut_stream_from_an_event_boundary() {
     assert_eq!(deleted.status(), Some(204), "{deleted:?}");
     let gone = llama.call("GET", &format!("/v1/stream?conv_id={id}&from=0"), &[], b"");
     assert_eq!(gone.status(), Some(404), "{gone:?}");
+    assert_eq!(llama.stream_session(&id), None);
 }
 
 #[test]
@@ -881,8 +918,20 @@ fn llama_delete_stops_a_generation_whose_client_is_gone() {
     let before = llama.metrics();
     let cut = via(&proxy, "POST", CHAT, &[("X-Conversation-Id", &id)], &body);
     assert_eq!((cut.status(), cut.complete), (Some(200), false), "{cut:?}");
+    let live = llama
+        .stream_session(&id)
+        .expect("a session for the cut stream");
+    assert!(
+        !live.is_done,
+        "still generating without its client: {live:?}"
+    );
     let deleted = llama.call("DELETE", &format!("/v1/stream?conv_id={id}"), &[], b"");
     assert_eq!(deleted.status(), Some(204), "{deleted:?}");
+    assert_eq!(
+        llama.stream_session(&id),
+        None,
+        "DELETE forgets the stream at once"
+    );
     let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
     let tokens = after.tokens_predicted() - before.tokens_predicted();
     assert!(

@@ -13,4 +13,4 @@ pub mod server;
 #[allow(unused_imports)]
 pub use proxy::{Cut, CutAt, Fault, FaultProxy, Outcome};
 #[allow(unused_imports)] // The re-exports a test file may use.
-pub use server::{Config, LlamaServer, Metrics, Shared, shared};
+pub use server::{Config, LlamaServer, Metrics, Shared, StreamSession, shared};

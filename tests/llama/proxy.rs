@@ -42,6 +42,9 @@ pub enum CutAt {
     Byte(usize),
     /// Right after the head, before the first body byte.
     AfterHead,
+    /// Right after this many de-chunked body bytes (what the replay route's `from` counts),
+    /// before any framing that follows them; `BodyByte(0)` is [`AfterHead`](Self::AfterHead).
+    BodyByte(usize),
 }
 
 /// Which response to break, and how.
@@ -433,10 +436,13 @@ impl Response {
         }
     }
 
-    /// Bytes that may still be forwarded before the cut point.
+    /// Bytes that may be fed to the framer before the cut point. For a body offset this
+    /// also bounds the framing bytes fed, which only makes the steps smaller: the framer
+    /// cannot hand out more body bytes than it was fed.
     fn room(&self) -> usize {
         match self.plan.fault.as_ref().map(|f| f.at) {
             Some(CutAt::Byte(k)) => k.saturating_sub(self.raw),
+            Some(CutAt::BodyByte(n)) if self.head_len.is_some() => n.saturating_sub(self.body),
             _ => usize::MAX,
         }
     }
@@ -445,6 +451,7 @@ impl Response {
         match self.plan.fault.as_ref().map(|f| f.at) {
             Some(CutAt::Byte(k)) => self.raw >= k,
             Some(CutAt::AfterHead) => self.head_len.is_some(),
+            Some(CutAt::BodyByte(n)) => self.head_len.is_some() && self.body >= n,
             None => false,
         }
     }

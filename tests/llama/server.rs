@@ -325,6 +325,31 @@ impl LlamaServer {
         http::exchange(self.addr, &request, REQUEST_TIMEOUT)
     }
 
+    /// The replay buffer of conversation `id` as `POST /v1/streams/lookup` reports it, or
+    /// `None` when there is none (never started, deleted, or expired 300 s after its end).
+    /// Panics (with the log tail) on an unexpected answer.
+    pub fn stream_session(&self, id: &str) -> Option<StreamSession> {
+        let body = serde_json::json!({ "conversation_ids": [id] }).to_string();
+        let answer = self.call(
+            "POST",
+            "/v1/streams/lookup",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        );
+        let sessions: serde_json::Value = serde_json::from_slice(&answer.body)
+            .ok()
+            .filter(|_| answer.status() == Some(200))
+            .unwrap_or_else(|| panic!("{}", self.failure(&format!("lookup: {answer:?}"))));
+        let session = sessions
+            .as_array()?
+            .iter()
+            .find(|s| s["conversation_id"] == id)?;
+        Some(StreamSession {
+            is_done: session["is_done"].as_bool().unwrap_or(false),
+            total_bytes: session["total_bytes"].as_u64().unwrap_or(0),
+        })
+    }
+
     /// The server's `/metrics`. Panics (with the log tail) if it cannot be read.
     pub fn metrics(&self) -> Metrics {
         let response = self.call("GET", "/metrics", &[], b"");
@@ -396,6 +421,15 @@ impl Drop for LlamaServer {
             let _ = thread.join();
         }
     }
+}
+
+/// A conversation's replay buffer on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSession {
+    /// The generation has ended (finished, failed, or stopped by DELETE).
+    pub is_done: bool,
+    /// Bytes of SSE body buffered so far (the end offset for `GET /v1/stream?from=`).
+    pub total_bytes: u64,
 }
 
 /// `http://127.0.0.1:PORT` out of the server's "listening on ..." log line.
