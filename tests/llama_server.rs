@@ -10,7 +10,10 @@ mod llama;
 use llama::http::{self, Exchange, Framer, Piece};
 use llama::{Cut, CutAt, Fault, FaultProxy, Outcome, Shared};
 use oai_sse::retry::RetryPolicy;
-use oai_sse::{ChatRequest, Client, Message, ProxyConfig};
+use oai_sse::{
+    CallOptions, CancelHandle, ChatRequest, Client, Error, Message, ProxyConfig, RetryAction,
+    StreamEvent,
+};
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -775,38 +778,117 @@ fn llama_direct_and_proxied_generations_are_the_same() {
     );
 }
 
+/// The cuts the client must survive: FIN and RST mid-stream at a few offsets, and before the
+/// first body byte (the server sends its head with the first token, so this one finds the
+/// whole generation in the replay buffer).
+const CUTS: [(CutAt, Cut); 5] = [
+    (CutAt::BodyByte(300), Cut::Fin),
+    (CutAt::BodyByte(1000), Cut::Rst),
+    (CutAt::Byte(2000), Cut::Fin),
+    (CutAt::Byte(2000), Cut::Rst),
+    (CutAt::AfterHead, Cut::Fin),
+];
+
 #[test]
-fn llama_client_restarts_a_cut_stream_and_returns_the_same_text() {
+fn llama_client_resumes_a_cut_stream_with_one_generation() {
     let Some(llama) = llama::shared() else { return };
     let reference = reference(&llama);
-    for (at, cut) in [
-        (CutAt::Byte(2000), Cut::Fin),
-        (CutAt::Byte(2000), Cut::Rst),
-        (CutAt::AfterHead, Cut::Fin),
-    ] {
+    for (at, cut) in CUTS {
         let what = format!("{cut:?} at {at:?}");
         let proxy = FaultProxy::start(llama.addr());
         proxy.add_fault(Fault::new("POST", CHAT).at(at).cut(cut));
+        let before = llama.metrics();
+        let mut shown = String::new();
+        let mut resumed = 0;
         let response = client(&proxy.base_url())
+            .chat_stream(&chat_request(), |event| match event {
+                StreamEvent::Content { text, .. } => shown.push_str(text),
+                StreamEvent::Resumed { .. } => resumed += 1,
+                StreamEvent::Restart { .. } => panic!("{what}: restarted"),
+                _ => {}
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        // The same answer, shown once: no delta lost or repeated across the break.
+        assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
+        assert_eq!(resumed, 1, "{what}");
+        // One generation: one POST, the rest replayed.
+        assert_eq!(proxy.count("POST", CHAT), 1, "{what}");
+        assert_eq!(proxy.count("GET", "/v1/stream"), 1, "{what}");
+        assert_eq!(
+            after.tokens_predicted() - before.tokens_predicted(),
+            reference.tokens,
+            "{what}: tokens generated"
+        );
+        assert_eq!(response.retries.len(), 1, "{what}: {:?}", response.retries);
+        assert!(
+            matches!(response.retries[0].action, RetryAction::Resumed { .. }),
+            "{what}: {:?}",
+            response.retries
+        );
+        assert_eq!(proxy.cuts().len(), 1, "{what}");
+        assert!(proxy.errors().is_empty(), "{what}: {:?}", proxy.errors());
+    }
+}
+
+#[test]
+fn llama_client_without_resume_restarts_and_returns_the_same_text() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    for (at, cut) in [(CutAt::Byte(2000), Cut::Fin), (CutAt::AfterHead, Cut::Rst)] {
+        let what = format!("{cut:?} at {at:?}");
+        let proxy = FaultProxy::start(llama.addr());
+        proxy.add_fault(Fault::new("POST", CHAT).at(at).cut(cut));
+        let client = Client::builder()
+            .base_url(proxy.base_url())
+            .proxy(ProxyConfig::None)
+            .resume(false)
+            .first_byte_timeout(Duration::from_secs(180))
+            .idle_timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let response = client
             .chat(&chat_request())
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         llama.wait_idle(llama::server::IDLE_TIMEOUT);
         assert_eq!(response.content(), reference.text, "{what}");
-        // Today's client starts over; resuming will make this 1 POST and 1 GET.
         assert_eq!(proxy.count("POST", CHAT), 2, "{what}");
+        assert_eq!(proxy.count("GET", "/v1/stream"), 0, "{what}");
         assert_eq!(response.retries.len(), 1, "{what}: {:?}", response.retries);
-        let cuts = proxy.cuts();
-        assert_eq!(cuts.len(), 1, "{what}");
-        assert_eq!(
-            (cuts[0].request, &cuts[0].outcome),
-            (0, &Outcome::Cut),
-            "{what}"
-        );
-        if let CutAt::Byte(k) = at {
-            assert_eq!(cuts[0].raw_bytes, k, "{what}");
-        }
-        assert!(proxy.errors().is_empty(), "{what}: {:?}", proxy.errors());
+        assert_eq!(response.retries[0].action, RetryAction::Restarted, "{what}");
     }
+}
+
+#[test]
+fn llama_cancel_stops_the_generation_on_the_server() {
+    let Some(llama) = llama::shared() else { return };
+    let proxy = FaultProxy::start(llama.addr());
+    let before = llama.metrics();
+    let cancel = CancelHandle::new();
+    let options = CallOptions {
+        cancel: Some(cancel.clone()),
+        ..CallOptions::default()
+    };
+    // A long generation; cancel as soon as the first words arrive.
+    let mut request = chat_request();
+    request.max_tokens = Some(1500);
+    request.extra.insert("ignore_eos".into(), json!(true));
+    let mut seen = 0;
+    let result = client(&proxy.base_url()).chat_with(&request, &options, |event| {
+        if event.is_output() {
+            seen += 1;
+            if seen == 3 {
+                cancel.cancel();
+            }
+        }
+    });
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    // The client told the server to stop: the slot goes idle long before 1500 tokens.
+    let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
+    let generated = after.tokens_predicted() - before.tokens_predicted();
+    assert!(generated < 1500, "the generation ran on: {generated} tokens");
+    assert_eq!(proxy.count("DELETE", "/v1/stream"), 1);
 }
 
 #[test]
