@@ -41,6 +41,7 @@ pub(crate) enum Wait {
     /// running on the server while we wait).
     AtMost(Duration),
     /// Exactly this long (an event stream's `retry:` reconnection time).
+    #[allow(dead_code)] // for the generic event source
     Exactly(Duration),
 }
 

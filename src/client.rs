@@ -353,7 +353,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 sse_limits: self.sse_limits,
                 chat_limits: self.chat_limits,
-                no_replay_until: Mutex::new(None),
+                replay: Mutex::new(ReplayRoute::Unknown),
             }),
         })
     }
@@ -489,27 +489,44 @@ pub(crate) struct Inner {
     pub retry: RetryPolicy,
     pub sse_limits: SseLimits,
     pub chat_limits: ChatLimits,
-    /// Until when the server is taken to have no stream-replay route.
-    no_replay_until: Mutex<Option<Instant>>,
+    /// What is known about the server's stream-replay route.
+    replay: Mutex<ReplayRoute>,
+}
+
+/// What a client knows about its server's stream-replay route (`{base}/stream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplayRoute {
+    /// Not asked yet.
+    Unknown,
+    /// It answered as the route does (a replay, a `DELETE` 204, a 400 about the offset).
+    Present,
+    /// It is not there; not asked again before this time.
+    Absent(Instant),
 }
 
 impl Inner {
-    /// Whether to try resuming on this server (it was not found without the route lately).
-    pub(crate) fn replay_available(&self) -> bool {
-        let until = *self
-            .no_replay_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        until.is_none_or(|until| Instant::now() >= until)
+    /// What is known about the replay route now.
+    pub(crate) fn replay_route(&self) -> ReplayRoute {
+        let route = *self.replay.lock().unwrap_or_else(PoisonError::into_inner);
+        match route {
+            ReplayRoute::Absent(until) if Instant::now() >= until => ReplayRoute::Unknown,
+            route => route,
+        }
     }
 
-    /// Remembers that the server has no replay route (or that it works again).
+    /// Whether to try resuming on this server (it was not found without the route lately).
+    pub(crate) fn replay_available(&self) -> bool {
+        !matches!(self.replay_route(), ReplayRoute::Absent(_))
+    }
+
+    /// Remembers what the server showed about the route.
     pub(crate) fn set_replay_available(&self, available: bool) {
-        let until = (!available).then(|| Instant::now() + REPLAY_MEMORY);
-        *self
-            .no_replay_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = until;
+        let route = if available {
+            ReplayRoute::Present
+        } else {
+            ReplayRoute::Absent(Instant::now() + REPLAY_MEMORY)
+        };
+        *self.replay.lock().unwrap_or_else(PoisonError::into_inner) = route;
     }
 }
 

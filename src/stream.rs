@@ -32,7 +32,7 @@ use crate::chat::{
     Accumulator, ApiError, ChatRequest, ChatResponse, OwnedStreamEvent, Progress, StreamEvent,
     response_from_completion_json,
 };
-use crate::client::{CallOptions, Inner};
+use crate::client::{CallOptions, Inner, ReplayRoute};
 use crate::error::{Error, HttpError};
 use crate::kind::{FailureKind, RetryAction};
 use crate::sse::{EventReader, Item, ReadError};
@@ -489,14 +489,22 @@ impl ChatStream {
         } else {
             http_error(response)
         };
-        // llama.cpp answers 404 "Stream not found or expired" for a session it no longer
-        // has; any other 404, a 405 or 501, or a 2xx that is not an event stream means the
-        // route is not there at all.
-        let session_gone = matches!(&err, Error::Http(h) if h.status == 400
-            || (h.status == 404 && h.error.message.to_ascii_lowercase().contains("stream")));
-        if !session_gone && (matches!(status, 404 | 405 | 501) || (200..300).contains(&status)) {
-            log::debug!("the server has no stream replay route ({status}); restarting instead");
-            self.client.set_replay_available(false);
+        // A 404 is ambiguous: llama.cpp answers a session it no longer has with the same
+        // generic 404 as a server without the route. Its DELETE answers 204 for any id, so
+        // when the route is not known yet, asking it to drop the session tells the two apart
+        // (and cleans up). A 400 is the route speaking (offset lost, bad offset); a 405, a 501
+        // or a 2xx that is not an event stream means the route is not there.
+        match status {
+            400 => self.client.set_replay_available(true),
+            404 if self.client.replay_route() == ReplayRoute::Unknown => {
+                let present = self.release_server() == Some(204);
+                self.client.set_replay_available(present);
+            }
+            404 => {}
+            _ => {
+                log::debug!("no stream replay route ({status}); restarting instead");
+                self.client.set_replay_available(false);
+            }
         }
         self.fall_back(Some(err))
     }
@@ -636,16 +644,15 @@ impl ChatStream {
     }
 
     /// Tells a resumable server to stop a generation nobody will read (best effort, within
-    /// [`RELEASE_LIMIT`], on a fresh cancel handle: the call's own may be cancelled).
-    fn release_server(&mut self) {
+    /// [`RELEASE_LIMIT`], on a fresh cancel handle: the call's own may be cancelled). Returns
+    /// the answer's status, if one came.
+    fn release_server(&mut self) -> Option<u16> {
         if !std::mem::take(&mut self.generation_live) {
-            return;
+            return None;
         }
-        let Some(id) = self.conv_id.as_ref().and_then(|id| id.to_str().ok()) else {
-            return;
-        };
+        let id = self.conv_id.as_ref().and_then(|id| id.to_str().ok())?;
         if !self.client.replay_available() {
-            return;
+            return None;
         }
         let url = format!("{}?conv_id={}", self.client.urls.stream, encode_query(id));
         let headers = self.headers(&[]);
@@ -667,10 +674,20 @@ impl ChatStream {
         };
         match self.client.transport.send(&request, &io) {
             Ok(response) => {
-                log::debug!("DELETE {url}: {}", response.status);
+                let status = response.status;
+                log::debug!("DELETE {url}: {status}");
                 drain(response.body);
+                match status {
+                    204 => self.client.set_replay_available(true),
+                    404 | 405 | 501 => self.client.set_replay_available(false),
+                    _ => {}
+                }
+                Some(status)
             }
-            Err(err) => log::debug!("DELETE {url} failed: {err}"),
+            Err(err) => {
+                log::debug!("DELETE {url} failed: {err}");
+                None
+            }
         }
     }
 }

@@ -887,7 +887,10 @@ fn llama_cancel_stops_the_generation_on_the_server() {
     // The client told the server to stop: the slot goes idle long before 1500 tokens.
     let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
     let generated = after.tokens_predicted() - before.tokens_predicted();
-    assert!(generated < 1500, "the generation ran on: {generated} tokens");
+    assert!(
+        generated < 1500,
+        "the generation ran on: {generated} tokens"
+    );
     assert_eq!(proxy.count("DELETE", "/v1/stream"), 1);
 }
 

@@ -104,7 +104,6 @@ pub struct FunctionDeltaRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn chunk_borrows_unescaped_strings() {

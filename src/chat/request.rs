@@ -138,7 +138,7 @@ impl ChatRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::{Content, Role};
+    use crate::chat::Role;
     use serde_json::json;
 
     #[test]
