@@ -323,7 +323,14 @@ impl ClientBuilder {
         for path in &self.root_files {
             tls.add_pem_file(path)?;
         }
-        if !tls.has_roots() && self.roots_from_env {
+        // The environment's bundle matters only for HTTPS (and costs a parse of a few
+        // hundred certificates), so a plain-HTTP client skips it.
+        let https = self
+            .base_url
+            .trim_start()
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if !tls.has_roots() && self.roots_from_env && https {
             if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty())
             {
                 tls.add_pem_file(std::path::Path::new(&path))
