@@ -22,7 +22,7 @@ use ureq::http::{HeaderName, HeaderValue};
 
 /// How long the rest of a complete response (the chunked terminator) may take before the
 /// connection is dropped instead of pooled.
-const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+const DRAIN_LIMIT: Duration = Duration::from_millis(50);
 /// How long a server found without the stream-replay route is not asked again.
 const REPLAY_MEMORY: Duration = Duration::from_secs(600);
 /// Events a [`ChatThread`] channel holds before the call waits for its reader.

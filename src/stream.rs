@@ -561,7 +561,10 @@ impl ChatStream {
         if matches!(err, Error::Cancelled) {
             return self.end(err);
         }
-        if self.can_resume(&err) {
+        // A replay that ended cleanly but incomplete is the whole generation: the server
+        // ended it that way, and replaying it again would end the same.
+        let generation_over = replaying && err.kind() == FailureKind::IncompleteStream;
+        if !generation_over && self.can_resume(&err) {
             let from = self.offset;
             let wait = if replaying
                 || self
