@@ -15,6 +15,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -361,6 +362,7 @@ impl ClientBuilder {
                 sse_limits: self.sse_limits,
                 chat_limits: self.chat_limits,
                 replay: Mutex::new(ReplayRoute::Unknown),
+                stream_options: AtomicBool::new(true),
             }),
         })
     }
@@ -498,6 +500,8 @@ pub(crate) struct Inner {
     pub chat_limits: ChatLimits,
     /// What is known about the server's stream-replay route.
     replay: Mutex<ReplayRoute>,
+    /// The server did not refuse `stream_options` (cleared when it does).
+    stream_options: AtomicBool,
 }
 
 /// What a client knows about its server's stream-replay route (`{base}/stream`).
@@ -524,6 +528,16 @@ impl Inner {
     /// Whether to try resuming on this server (it was not found without the route lately).
     pub(crate) fn replay_available(&self) -> bool {
         !matches!(self.replay_route(), ReplayRoute::Absent(_))
+    }
+
+    /// Whether to ask for usage with `stream_options` (the server did not refuse it).
+    pub(crate) fn stream_options_accepted(&self) -> bool {
+        self.stream_options.load(Ordering::Relaxed)
+    }
+
+    /// Remembers whether the server accepts `stream_options`.
+    pub(crate) fn set_stream_options_accepted(&self, accepted: bool) {
+        self.stream_options.store(accepted, Ordering::Relaxed);
     }
 
     /// Remembers what the server showed about the route.

@@ -63,11 +63,11 @@ mod transport;
 pub use attempts::{RetryHook, RetryNotice};
 pub use cancel::CancelHandle;
 pub use chat::{
-    Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
-    ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef,
-    FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role, Stop, StreamEvent,
-    StreamOptions, Tool, ToolCall, ToolCallDeltaRef, ToolChoice, Usage,
-    response_from_completion_json,
+    Accumulator, ApiError, AttemptTimings, ChatError, ChatLimits, ChatRequest, ChatResponse,
+    Choice, ChoiceDelta, ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall,
+    FunctionDef, FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role,
+    ServerTimings, Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolCallDeltaRef,
+    ToolChoice, Usage, response_from_completion_json,
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};

@@ -29,8 +29,8 @@
 use crate::attempts::{Attempts, Wait};
 use crate::cancel::CancelHandle;
 use crate::chat::{
-    Accumulator, ApiError, ChatRequest, ChatResponse, Completion, OwnedStreamEvent, StreamEvent,
-    response_from_completion_json,
+    Accumulator, ApiError, AttemptTimings, ChatRequest, ChatResponse, Completion, OwnedStreamEvent,
+    StreamEvent, StreamOptions, response_from_completion_json,
 };
 use crate::client::{CallOptions, Inner, ReplayRoute};
 use crate::error::{Error, HttpError};
@@ -110,9 +110,44 @@ pub struct ChatStream {
     delivered: bool,
     /// The last push completed the response; hand out its events, then finish.
     completing: bool,
+    /// Every choice finished but `[DONE]` has not come: read what follows (the usage chunk,
+    /// `[DONE]`) for a moment before finishing.
+    tail: bool,
+    /// The client added `stream_options.include_usage` itself (the caller set none).
+    default_usage: bool,
+    /// The current attempt's clock, and the finished attempts' timings.
+    clock: Option<Clock>,
+    timings: Vec<AttemptTimings>,
     /// A POST with the conversation id went out and the call has not ended cleanly.
     generation_live: bool,
     state: State,
+}
+
+/// The current attempt's times.
+struct Clock {
+    attempt: u32,
+    io: Arc<AttemptIo>,
+    first_byte: Option<Duration>,
+    first_token: Option<Duration>,
+    last_token: Option<Duration>,
+}
+
+impl Clock {
+    fn since_start(&self) -> Duration {
+        self.io.started().elapsed()
+    }
+
+    fn timings(&self) -> AttemptTimings {
+        AttemptTimings {
+            attempt: self.attempt,
+            connect: self.io.connect_time(),
+            first_byte: self.first_byte,
+            first_token: self.first_token,
+            last_token: self.last_token,
+            total: self.since_start(),
+            bytes: self.io.received(),
+        }
+    }
 }
 
 /// The response being read.
@@ -171,13 +206,22 @@ impl ChatStream {
         let policy = options.retry.unwrap_or_else(|| client.retry.clone());
         let mut streaming = request.clone();
         streaming.stream = Some(true);
+        // Ask for usage unless the caller set stream options (or the server rejected them).
+        // Only a caller's own request makes the stream incomplete without the usage chunk.
+        let usage_requested = streaming.usage_requested();
+        let default_usage = streaming.stream_options.is_none() && client.stream_options_accepted();
+        if default_usage {
+            streaming.stream_options = Some(StreamOptions {
+                include_usage: true,
+            });
+        }
         let body = serde_json::to_vec(&streaming)
             .map_err(|e| Error::Config(format!("request does not serialize: {e}")))?;
         let conv_id = policy
             .resume
             .then(|| HeaderValue::from_str(&conversation_id()).ok())
             .flatten();
-        let acc = Accumulator::with_limits(streaming.usage_requested(), client.chat_limits)
+        let acc = Accumulator::with_limits(usage_requested, client.chat_limits)
             .expect_choices(streaming.choices_requested());
         let cancel = options.cancel.unwrap_or_default();
         Ok(Self {
@@ -188,7 +232,7 @@ impl ChatStream {
                 options.jitter_seed,
                 client.deadline,
             ),
-            usage_requested: streaming.usage_requested(),
+            usage_requested,
             choices: streaming.choices_requested(),
             body,
             conv_id,
@@ -200,6 +244,10 @@ impl ChatStream {
             broken: None,
             delivered: false,
             completing: false,
+            tail: false,
+            default_usage,
+            clock: None,
+            timings: Vec::new(),
             generation_live: false,
             state: State::Running,
             client,
@@ -233,6 +281,11 @@ impl ChatStream {
         let event = self.acc.next_event();
         if event.as_ref().is_some_and(StreamEvent::is_output) {
             self.delivered = true;
+            if let Some(clock) = &mut self.clock {
+                let now = clock.since_start();
+                clock.first_token.get_or_insert(now);
+                clock.last_token = Some(now);
+            }
         }
         Ok(event)
     }
@@ -265,6 +318,8 @@ impl ChatStream {
                 let mut response = acc.partial_response();
                 response.stopped_by_caller = true;
                 response.retries = self.attempts.take_history();
+                self.stop_clock();
+                response.timings.attempts = std::mem::take(&mut self.timings);
                 response
             }
         };
@@ -306,18 +361,34 @@ impl ChatStream {
         let Some(open) = self.open.as_mut() else {
             return Ok(Step::Continue);
         };
+        let tail = self.tail;
         match open.reader.next_item() {
             Ok(Some(Item::Event(event))) => {
                 let pushed = self.acc.push_event(event.event, event.data);
                 self.offset = open.base + open.reader.position();
                 match pushed {
-                    Ok(Completion::Complete) => self.completing = true,
-                    Ok(Completion::Pending) => {}
+                    // After [DONE] nothing follows.
+                    Ok(Completion::Complete) if self.acc.saw_done() => self.completing = true,
+                    // Every choice finished: the usage chunk and [DONE] usually follow at
+                    // once; a server that holds the connection open gets a moment.
+                    Ok(Completion::Complete) if !tail => {
+                        self.tail = true;
+                        let drain = self.client.limits.drain;
+                        open.reader
+                            .get_ref()
+                            .attempt_io()
+                            .set_phase(Phase::Tail(drain));
+                    }
+                    Ok(_) => {}
+                    // Whatever breaks after the response was complete costs nothing.
+                    Err(_) if tail => self.completing = true,
                     Err(err) => return self.failed(err.into()),
                 }
                 Ok(Step::Continue)
             }
             Ok(Some(Item::Comment(_) | Item::Retry(_))) => Ok(Step::Continue),
+            Ok(None) if tail => self.complete(),
+            Err(_) if tail => self.complete(),
             Ok(None) => {
                 // Shutting a socket down (cancel, a limit) can look like a clean end.
                 let io = Arc::clone(open.reader.get_ref().get_ref().attempt());
@@ -334,6 +405,32 @@ impl ChatStream {
                 self.failed(transport::read_error(err, &io))
             }
             Err(ReadError::Sse(err)) => self.failed(err.into()),
+        }
+    }
+
+    /// Starts timing a new attempt on `io`.
+    fn start_clock(&mut self, io: &Arc<AttemptIo>) {
+        self.stop_clock();
+        self.clock = Some(Clock {
+            attempt: self.attempts.attempt(),
+            io: Arc::clone(io),
+            first_byte: None,
+            first_token: None,
+            last_token: None,
+        });
+    }
+
+    /// The response head arrived.
+    fn clock_first_byte(&mut self) {
+        if let Some(clock) = &mut self.clock {
+            clock.first_byte = Some(clock.since_start());
+        }
+    }
+
+    /// The current attempt ended: keep its timings.
+    fn stop_clock(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            self.timings.push(clock.timings());
         }
     }
 
@@ -371,6 +468,7 @@ impl ChatStream {
         }
         let headers = self.headers(&extra);
         let io = self.attempt_io();
+        self.start_clock(&io);
         log::debug!(
             "attempt {}: POST {}",
             self.attempts.attempt(),
@@ -390,8 +488,18 @@ impl ChatStream {
             Err(err) => return self.failed(err),
         };
         self.attempts.server_answered();
+        self.clock_first_byte();
         if !(200..300).contains(&response.status) {
             let err = http_error(response);
+            if self.default_usage && rejects_stream_options(&err) {
+                // Servers that do not know `stream_options` may refuse the request: send it
+                // again without, at once, and remember for this client.
+                log::debug!("the server rejects stream_options; sending without: {err}");
+                self.client.set_stream_options_accepted(false);
+                self.default_usage = false;
+                self.body = self.body_without_stream_options();
+                return Ok(Step::Continue);
+            }
             return self.failed(err);
         }
         if let Some(err) = unreadable_encoding(&response) {
@@ -416,7 +524,9 @@ impl ChatStream {
                 }
                 match response_from_completion_json(&text) {
                     Ok(mut response) => {
+                        self.stop_clock();
                         response.retries = self.attempts.take_history();
+                        response.timings.attempts = std::mem::take(&mut self.timings);
                         self.generation_live = false;
                         self.state = State::Complete(Box::new(response));
                         Ok(Step::End)
@@ -433,6 +543,15 @@ impl ChatStream {
                 })
             }
         }
+    }
+
+    /// The request body without `stream_options`.
+    fn body_without_stream_options(&self) -> Vec<u8> {
+        let mut value: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("stream_options");
+        }
+        serde_json::to_vec(&value).unwrap_or_else(|_| self.body.clone())
     }
 
     /// Asks the server to replay the event stream from `from`; falls back to a restart if
@@ -452,6 +571,7 @@ impl ChatStream {
         )];
         let headers = self.headers(&extra);
         let io = self.attempt_io();
+        self.start_clock(&io);
         log::debug!("attempt {}: GET {url}", self.attempts.attempt());
         let request = Request {
             method: Method::GET,
@@ -465,6 +585,7 @@ impl ChatStream {
             Err(err) => return self.fall_back(Some(err)),
         };
         self.attempts.server_answered();
+        self.clock_first_byte();
         let status = response.status;
         let sse = response.media_type() == "text/event-stream";
         if status == 200 && sse && unreadable_encoding(&response).is_none() {
@@ -532,15 +653,18 @@ impl ChatStream {
     /// The stream is complete: reach the end of the body so the connection is pooled, then
     /// check the response.
     fn complete(&mut self) -> Result<Step, Error> {
+        self.tail = false;
         if let Some(open) = self.open.take() {
             drain(open.reader.into_inner());
         }
+        self.stop_clock();
         let fresh = Accumulator::with_limits(self.usage_requested, self.client.chat_limits)
             .expect_choices(self.choices);
         let acc = std::mem::replace(&mut self.acc, fresh);
         match acc.finish() {
             Ok(mut response) => {
                 response.retries = self.attempts.take_history();
+                response.timings.attempts = std::mem::take(&mut self.timings);
                 self.generation_live = false;
                 self.state = State::Complete(Box::new(response));
                 Ok(Step::End)
@@ -555,6 +679,8 @@ impl ChatStream {
 
     /// The attempt failed: resume, restart, or give up.
     fn failed(&mut self, err: Error) -> Result<Step, Error> {
+        self.stop_clock();
+        self.tail = false;
         let open = self.open.take();
         let replaying = open.as_ref().is_some_and(|o| o.replay);
         drop(open);
@@ -718,6 +844,15 @@ impl Iterator for ChatStream {
             Err(err) => Some(Err(err)),
         }
     }
+}
+
+/// Whether an error status says the server does not accept `stream_options`.
+fn rejects_stream_options(err: &Error) -> bool {
+    matches!(err, Error::Http(http) if matches!(http.status, 400 | 422)
+    && {
+        let message = http.error.message.to_ascii_lowercase();
+        message.contains("stream_options") || message.contains("include_usage")
+    })
 }
 
 /// Why the attempt was interrupted, if a limit or a cancel did it.

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::borrow::Cow;
 
 use super::lenient::{null_default, opt_cow};
-use super::response::Usage;
+use super::response::{ServerTimings, Usage};
 
 /// One `chat.completion.chunk`, borrowing its strings from the SSE data where they contain no
 /// escapes. Unknown fields (`timings`, `logprobs`, `obfuscation`, ...) are ignored and every
@@ -34,6 +34,9 @@ pub struct ChunkRef<'a> {
     /// An error object a server sent instead of a chunk.
     #[serde(default)]
     pub error: Option<Value>,
+    /// llama.cpp's own timings (prompt and generation), on some or all chunks.
+    #[serde(default)]
+    pub timings: Option<ServerTimings>,
 }
 
 /// The delta for one choice inside a [`ChunkRef`].
@@ -123,8 +126,14 @@ mod tests {
         let cases = [
             (r#"{}"#, ChunkRef::default()),
             (
-                r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":null,"usage":null,"error":null,"timings":{"predicted_n":3}}"#,
-                ChunkRef::default(),
+                r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":null,"usage":null,"error":null,"timings":{"predicted_n":3,"extra":1}}"#,
+                ChunkRef {
+                    timings: Some(ServerTimings {
+                        predicted_n: 3,
+                        ..ServerTimings::default()
+                    }),
+                    ..ChunkRef::default()
+                },
             ),
             (
                 r#"{"choices":[{"index":null,"delta":null,"finish_reason":null,"logprobs":null}]}"#,

@@ -22,4 +22,4 @@ pub use message::{
     Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Tool, ToolCall,
 };
 pub use request::{ChatRequest, ResponseFormat, Stop, StreamOptions, ToolChoice};
-pub use response::{ChatResponse, Choice, Usage};
+pub use response::{AttemptTimings, ChatResponse, Choice, ServerTimings, Timings, Usage};

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 use super::lenient::null_default;
 use super::message::{Content, Message, Role, ToolCall};
@@ -56,6 +57,107 @@ pub struct ChatResponse {
     /// then (finish reasons may be missing, tool-call arguments cut).
     #[serde(default)]
     pub stopped_by_caller: bool,
+    /// How long each attempt took to connect, to answer, to the first and the last token;
+    /// and the server's own figures when it sends them.
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+/// The timings of a call.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// One entry per attempt, in order.
+    pub attempts: Vec<AttemptTimings>,
+    /// What the server reported (llama.cpp's `timings` object), if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerTimings>,
+}
+
+impl Timings {
+    fn is_empty(&self) -> bool {
+        self.attempts.is_empty() && self.server.is_none()
+    }
+}
+
+/// One attempt, timed from its start. Durations serialize as milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptTimings {
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// Until the connection was up (TCP and TLS); `None` on a reused pooled connection.
+    #[serde(with = "millis_opt", default)]
+    pub connect: Option<Duration>,
+    /// Until the response head arrived.
+    #[serde(with = "millis_opt", default)]
+    pub first_byte: Option<Duration>,
+    /// Until the first content, reasoning or tool-call delta.
+    #[serde(with = "millis_opt", default)]
+    pub first_token: Option<Duration>,
+    /// Until the last one.
+    #[serde(with = "millis_opt", default)]
+    pub last_token: Option<Duration>,
+    /// Until the attempt ended.
+    #[serde(with = "millis")]
+    pub total: Duration,
+    /// Bytes received (status line and headers included).
+    pub bytes: u64,
+}
+
+/// The figures llama.cpp's server sends with its chunks (`timings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    /// Prompt tokens evaluated (not taken from the cache).
+    #[serde(default)]
+    pub prompt_n: u64,
+    /// Time spent on them, in milliseconds.
+    #[serde(default)]
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub predicted_n: u64,
+    /// Time spent generating them, in milliseconds.
+    #[serde(default)]
+    pub predicted_ms: f64,
+}
+
+impl ServerTimings {
+    /// Generated tokens per second, by the server's clock.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        (self.predicted_ms > 0.0).then(|| self.predicted_n as f64 * 1000.0 / self.predicted_ms)
+    }
+}
+
+/// A duration as fractional milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Ok(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default())
+    }
+}
+
+/// An optional duration as fractional milliseconds (`null` when absent).
+mod millis_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let ms = Option::<f64>::deserialize(d)?;
+        Ok(ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()))
+    }
 }
 
 /// One choice of a [`ChatResponse`].
@@ -88,6 +190,8 @@ impl Serialize for ChatResponse {
             retries: &'r [RetryRecord],
             #[serde(skip_serializing_if = "std::ops::Not::not")]
             stopped_by_caller: bool,
+            #[serde(skip_serializing_if = "Timings::is_empty")]
+            timings: &'r Timings,
         }
         Shape {
             id: &self.id,
@@ -99,6 +203,7 @@ impl Serialize for ChatResponse {
             usage: self.usage.as_ref(),
             retries: &self.retries,
             stopped_by_caller: self.stopped_by_caller,
+            timings: &self.timings,
         }
         .serialize(s)
     }

@@ -121,7 +121,7 @@ impl Transport {
     ///
     /// [`Error::Config`] for unusable TLS settings.
     pub(crate) fn new(settings: Settings) -> Result<Self, Error> {
-        let mut config = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // Error statuses are read and classified by the caller, body included.
             .http_status_as_error(false)
             // Bounds the TLS handshake and proxy negotiation; the TCP connect is bounded by
@@ -136,9 +136,7 @@ impl Transport {
             .max_response_header_size(MAX_RESPONSE_HEAD)
             .no_delay(true);
         #[cfg(feature = "tls")]
-        {
-            config = config.tls_config(settings.tls.ureq_config());
-        }
+        let config = config.tls_config(settings.tls.ureq_config());
         #[cfg(not(feature = "tls"))]
         let _ = &settings.tls;
         let dialer = Arc::new(Dialer::new(settings.pinned));

@@ -20,7 +20,7 @@ use super::api_error::{ApiError, truncate_chars};
 use super::chunk::{ChoiceDelta, ChunkRef, ToolCallDeltaRef};
 use super::event::StreamEvent;
 use super::message::{Content, FunctionCall, Message, Role, ToolCall};
-use super::response::{ChatResponse, Choice, Usage};
+use super::response::{ChatResponse, Choice, ServerTimings, Timings, Usage};
 use crate::kind::FailureKind;
 
 /// Memory bounds of one [`Accumulator`].
@@ -188,6 +188,8 @@ pub struct Accumulator {
     expected_choices: usize,
     /// The events of the last push not handed out yet (cleared by the next push).
     pending: VecDeque<Pending>,
+    /// The server's own timings, the last ones it sent.
+    server_timings: Option<ServerTimings>,
 }
 
 /// An event waiting in the queue: which buffer it points into and where.
@@ -300,6 +302,7 @@ impl Accumulator {
             has_output: false,
             expected_choices: 1,
             pending: VecDeque::new(),
+            server_timings: None,
         }
     }
 
@@ -468,6 +471,11 @@ impl Accumulator {
         self.has_output
     }
 
+    /// Whether `[DONE]` arrived.
+    pub fn saw_done(&self) -> bool {
+        self.done
+    }
+
     /// Whether events of the last push wait for [`next_event`](Self::next_event).
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -519,6 +527,10 @@ impl Accumulator {
             system_fingerprint: self.system_fingerprint,
             choices,
             usage: self.usage,
+            timings: Timings {
+                attempts: Vec::new(),
+                server: self.server_timings,
+            },
             ..ChatResponse::default()
         })
     }
@@ -568,6 +580,9 @@ impl Accumulator {
         if chunk.usage.is_some() {
             self.usage = chunk.usage;
             self.pending.push_back(Pending::Usage);
+        }
+        if chunk.timings.is_some() {
+            self.server_timings = chunk.timings;
         }
         Ok(())
     }
