@@ -10,7 +10,8 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::sse::Limits as SseLimits;
 use crate::stream::ChatStream;
-use crate::transport::{self, Limits, TlsSettings, Transport};
+use crate::stream::ERROR_BODY_TIME;
+use crate::transport::{self, AttemptIo, Limits, Request, TlsSettings, Transport};
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
@@ -19,13 +20,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ureq::http::{HeaderName, HeaderValue};
+use ureq::http::{HeaderName, HeaderValue, Method};
 
 /// How long the rest of a complete response (the chunked terminator) may take before the
 /// connection is dropped instead of pooled.
 const DRAIN_LIMIT: Duration = Duration::from_millis(50);
 /// How long a server found without the stream-replay route is not asked again.
 const REPLAY_MEMORY: Duration = Duration::from_secs(600);
+/// Most bytes read from a model list.
+const MAX_MODEL_LIST: u64 = 1 << 20;
 /// Events a [`ChatThread`] channel holds before the call waits for its reader.
 const THREAD_CHANNEL: usize = 64;
 
@@ -375,6 +378,8 @@ pub(crate) struct Urls {
     pub chat: String,
     /// llama.cpp's stream replay: `GET`/`DELETE {base}/stream?conv_id=...`.
     pub stream: String,
+    /// The model list: `GET {base}/models`.
+    pub models: String,
 }
 
 impl Urls {
@@ -411,6 +416,7 @@ impl Urls {
         let urls = Self {
             chat: format!("{api}/chat/completions"),
             stream: format!("{api}/stream"),
+            models: format!("{api}/models"),
         };
         urls.chat
             .parse::<ureq::http::Uri>()
@@ -686,6 +692,47 @@ impl Client {
         stream.finish()
     }
 
+    /// The ids of the models the server lists (`GET {base}/models`), in its order. One
+    /// attempt, no retries.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; a body that is not a model list is [`Error::Stream`] (malformed).
+    pub fn models(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            data: Vec<Model>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Model {
+            id: String,
+        }
+        let inner = &self.inner;
+        let deadline = inner
+            .deadline
+            .and_then(|d| Some((Instant::now().checked_add(d)?, d)));
+        let io = AttemptIo::new(&CancelHandle::new(), inner.limits, deadline);
+        let request = Request {
+            method: Method::GET,
+            url: &inner.urls.models,
+            headers: &inner.headers,
+            body: None,
+        };
+        let response = inner.transport.send(&request, &io)?;
+        if !(200..300).contains(&response.status) {
+            return Err(crate::stream::http_error(response));
+        }
+        let body = crate::stream::read_bounded(response.body, MAX_MODEL_LIST, ERROR_BODY_TIME);
+        let list: List = serde_json::from_slice(&body).map_err(|e| {
+            Error::Stream(crate::ChatError::MalformedChunk {
+                reason: format!("not a model list: {e}"),
+                snippet: String::from_utf8_lossy(body.get(..120).unwrap_or(&body)).into_owned(),
+            })
+        })?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
     /// Runs the call on a new thread and delivers owned events over a bounded channel.
     pub fn chat_in_thread(&self, request: ChatRequest, mut options: CallOptions) -> ChatThread {
         let cancel = options.cancel.get_or_insert_with(CancelHandle::new).clone();
@@ -727,6 +774,7 @@ mod tests {
             let want = Urls {
                 chat: format!("{api}/chat/completions"),
                 stream: format!("{api}/stream"),
+                models: format!("{api}/models"),
             };
             assert_eq!(Urls::from_base(base).ok(), Some(want), "{base}");
         }

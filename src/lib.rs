@@ -15,6 +15,7 @@
 //! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
 //!   usable on its own.
 //! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
+//! - [`redact`] keeps credentials and terminal control sequences out of what a human reads.
 //!
 //! Out of scope: async runtimes, HTTP/2, the non-chat endpoints.
 //!
@@ -53,8 +54,7 @@ mod error;
 mod kind;
 #[cfg(feature = "mock")]
 pub mod mock;
-#[allow(dead_code)] // sanitize and redact_secrets are wired in with the hostile-server work
-mod redact;
+pub mod redact;
 pub mod retry;
 pub mod sse;
 mod stream;

@@ -14,7 +14,9 @@ use super::message::{Message, Tool};
 /// with [`ChatRequest::extra`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
-    /// Model name as the server knows it (llama.cpp ignores it; may be empty).
+    /// Model name as the server knows it. llama.cpp ignores it; an empty name is left out of
+    /// the JSON.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub model: String,
     /// The conversation so far.
     pub messages: Vec<Message>,

@@ -28,8 +28,9 @@ pub struct Usage {
 }
 
 /// A complete `chat.completion`: what a stream aggregates to, or what a server that ignored
-/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`),
-/// plus a `"retries"` array when the call needed retries.
+/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`,
+/// keys in OpenAI's order), plus a `"retries"` array (empty when the first attempt
+/// succeeded), `"stopped_by_caller": true` when so, and `"timings"`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct ChatResponse {
     /// Completion id.
@@ -186,7 +187,6 @@ impl Serialize for ChatResponse {
             choices: &'r [Choice],
             #[serde(skip_serializing_if = "Option::is_none")]
             usage: Option<&'r Usage>,
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
             retries: &'r [RetryRecord],
             #[serde(skip_serializing_if = "std::ops::Not::not")]
             stopped_by_caller: bool,

@@ -25,7 +25,7 @@ commands:
   mock     serve the fault-injecting OpenAI-compatible mock server for any client
   parse    read an SSE stream from stdin, print one JSON object per event
 
-Run `oai-sse <command> --help` for a command's options.";
+Run `oai-sse help <command>` (or `oai-sse <command> --help`) for a command's options.";
 
 /// How a command failed.
 pub enum Failure {
@@ -33,6 +33,15 @@ pub enum Failure {
     Runtime(String),
     /// stdout went away (`oai-sse parse | head`): stop quietly.
     StdoutClosed,
+    /// Already reported; exit with this status (130 after Ctrl-C).
+    Exit(u8),
+}
+
+/// Server or error text made safe to print: the API key (from `OPENAI_API_KEY`) and URL
+/// passwords redacted, terminal control sequences escaped.
+pub fn sanitize(text: &str) -> String {
+    let key = std::env::var("OPENAI_API_KEY").unwrap_or_default();
+    oai_sse::redact::sanitize(text, &[key.as_str()]).into_owned()
 }
 
 impl From<UsageError> for Failure {
@@ -58,38 +67,66 @@ type Command = (
     fn(Args) -> Result<(), Failure>,
 );
 
+/// The command table: name, help text, options taking a value, body.
+fn command(name: &str) -> Option<Command> {
+    Some(match name {
+        "parse" => (parse::HELP, &["--chunk-size"], parse::run),
+        "chat" => (chat::HELP, chat::TAKES_VALUE, chat::run),
+        #[cfg(feature = "mock")]
+        "demo" => (demo::HELP, demo::TAKES_VALUE, demo::run),
+        #[cfg(feature = "mock")]
+        "mock" => (mock::HELP, mock::TAKES_VALUE, mock::run),
+        _ => return None,
+    })
+}
+
 pub fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
-    let command = raw.next();
+    let name = raw.next();
     let rest: Vec<String> = raw.collect();
-    let (help, takes_value, run): Command = match command.as_deref() {
-        Some("parse") => (parse::HELP, &["--chunk-size"], parse::run),
-        Some("chat") => (chat::HELP, chat::TAKES_VALUE, chat::run),
-        #[cfg(feature = "mock")]
-        Some("demo") => (demo::HELP, demo::TAKES_VALUE, demo::run),
-        #[cfg(feature = "mock")]
-        Some("mock") => (mock::HELP, mock::TAKES_VALUE, mock::run),
-        #[cfg(not(feature = "mock"))]
-        Some(command @ ("demo" | "mock")) => {
-            eprintln!("oai-sse: {command}: oai-sse was built without the mock feature");
-            return ExitCode::from(2);
-        }
-        Some("--help" | "-h" | "help") | None => {
+    let (help, takes_value, run) = match name.as_deref() {
+        Some("--help" | "-h") | None => {
             println!("{HELP}");
-            return if command.is_none() {
+            return if name.is_none() {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
+            };
+        }
+        Some("help") => {
+            return match rest.first().map(String::as_str) {
+                None => {
+                    println!("{HELP}");
+                    ExitCode::SUCCESS
+                }
+                Some(topic) => match command(topic) {
+                    Some((help, ..)) => {
+                        println!("{help}");
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        eprintln!("oai-sse: no command {topic:?} (try `oai-sse help`)");
+                        ExitCode::from(2)
+                    }
+                },
             };
         }
         Some("--version" | "-V") => {
             println!("oai-sse {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Some(other) => {
-            eprintln!("oai-sse: unknown command {other:?} (try `oai-sse --help`)");
+        #[cfg(not(feature = "mock"))]
+        Some(command @ ("demo" | "mock")) => {
+            eprintln!("oai-sse: {command}: oai-sse was built without the mock feature");
             return ExitCode::from(2);
         }
+        Some(other) => match command(other) {
+            Some(command) => command,
+            None => {
+                eprintln!("oai-sse: unknown command {other:?} (try `oai-sse --help`)");
+                return ExitCode::from(2);
+            }
+        },
     };
     if rest.iter().any(|a| a == "--help" || a == "-h") {
         println!("{help}");
@@ -100,10 +137,12 @@ pub fn main() -> ExitCode {
         .and_then(run);
     match result {
         Ok(()) | Err(Failure::StdoutClosed) => ExitCode::SUCCESS,
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Usage(err)) => {
             eprintln!(
-                "oai-sse: {err} (try `oai-sse {} --help`)",
-                command.unwrap_or_default()
+                "oai-sse: {} (try `oai-sse help {}`)",
+                sanitize(&err.to_string()),
+                name.unwrap_or_default()
             );
             ExitCode::from(2)
         }
