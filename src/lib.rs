@@ -50,6 +50,7 @@ mod cancel;
 mod chat;
 mod client;
 mod error;
+mod event_source;
 mod kind;
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -60,7 +61,7 @@ pub mod sse;
 mod stream;
 mod transport;
 
-pub use attempts::{RetryHook, RetryNotice};
+pub use attempts::{DelaySource, RetryHook, RetryNotice};
 pub use cancel::CancelHandle;
 pub use chat::{
     Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
@@ -70,6 +71,9 @@ pub use chat::{
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
+pub use event_source::{
+    EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent, Reconnect, SourceEvent,
+};
 pub use kind::{FailureKind, RetryAction, RetryRecord};
 pub use retry::RetryPolicy;
 pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
