@@ -5,6 +5,7 @@ mod args;
 mod chat;
 #[cfg(feature = "mock")]
 mod demo;
+mod events;
 mod logging;
 #[cfg(feature = "mock")]
 mod mock;
@@ -22,6 +23,7 @@ usage: oai-sse <command> [options]
 commands:
   chat     stream one chat completion, retrying transient failures
   demo     run the real client against the fault-injecting mock server, scenario by scenario
+  events   read any SSE endpoint, one JSON object per event, reconnecting with Last-Event-ID
   mock     serve the fault-injecting OpenAI-compatible mock server for any client
   parse    read an SSE stream from stdin, print one JSON object per event
 
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
     let (help, takes_value, run): Command = match command.as_deref() {
         Some("parse") => (parse::HELP, &["--chunk-size"], parse::run),
         Some("chat") => (chat::HELP, chat::TAKES_VALUE, chat::run),
+        Some("events") => (events::HELP, events::TAKES_VALUE, events::run),
         #[cfg(feature = "mock")]
         Some("demo") => (demo::HELP, demo::TAKES_VALUE, demo::run),
         #[cfg(feature = "mock")]
