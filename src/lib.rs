@@ -12,11 +12,14 @@
 //!   tool-call JSON) are retried with exponential backoff ([`retry`]); API errors are not.
 //!   On llama.cpp, a broken stream is *resumed* from where it broke (nothing generated
 //!   twice, a [`StreamEvent::Resumed`]); elsewhere it restarts (a [`StreamEvent::Restart`]).
+//! - [`EventSource`] ([`Client::events`]) reads any Server-Sent Events endpoint (feeds, MCP
+//!   streams, GET or POST) on the same pool and failure handling, reconnecting as the WHATWG
+//!   standard says: after the `retry:` time, with `Last-Event-ID`, nothing lost or doubled.
 //! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
 //!   usable on its own.
 //! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
 //!
-//! Out of scope: async runtimes, HTTP/2, the non-chat endpoints.
+//! Out of scope: async runtimes, HTTP/2, the OpenAI endpoints other than chat completions.
 //!
 //! # Example
 //!
