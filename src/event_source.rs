@@ -775,6 +775,14 @@ mod tests {
     }
 
     #[test]
+    fn sources_move_to_other_threads() {
+        fn send<T: Send>() {}
+        send::<EventSource>();
+        send::<EventSourceBuilder>();
+        send::<OwnedSourceEvent>();
+    }
+
+    #[test]
     fn header_values_never_print() {
         let builder = EventSource::builder("http://alice:pw-123@127.0.0.1:9/events")
             .header("Mcp-Session-Id", "secret-session-456");

@@ -147,14 +147,32 @@ fn assert_exactly_once(seen: &Seen, server: &MockServer, count: u64, what: &str)
     assert_eq!(at_server, sent, "{what}: Last-Event-ID at the server");
 }
 
+/// Runs `run(offset)` for every offset, on a few threads: each run mostly waits (a fresh
+/// server, its accept poll, its reconnects), so spreading them shortens the test.
+fn for_each_offset(offsets: Vec<usize>, run: impl Fn(usize) + Sync) {
+    const THREADS: usize = 4;
+    std::thread::scope(|scope| {
+        for first in 0..THREADS {
+            let (offsets, run) = (&offsets, &run);
+            scope.spawn(move || {
+                offsets
+                    .iter()
+                    .skip(first)
+                    .step_by(THREADS)
+                    .for_each(|&o| run(o))
+            });
+        }
+    });
+}
+
 #[test]
 fn every_event_exactly_once_when_cut_at_every_byte_offset() {
     const QUERY: &str = "count=50&end=204";
     let full = raw_feed_response(&server(&[]), QUERY);
     let client = client();
-    let mut reconnected = 0;
+    let reconnected = std::sync::atomic::AtomicUsize::new(0);
     // One past the end: the cut falls after the response, which then ends whole.
-    for cut in 0..=full.len() {
+    for_each_offset((0..=full.len()).collect(), |cut| {
         let server = server(&[&format!("close-after={cut},times=1")]);
         let source = client
             .events(feed_url(&server, QUERY))
@@ -166,8 +184,10 @@ fn every_event_exactly_once_when_cut_at_every_byte_offset() {
         // Every run ends with a reconnect that gets the 204; a cut adds one before it.
         let reconnects = seen.reconnects();
         assert!((1..=2).contains(&reconnects.len()), "cut at {cut}");
-        reconnected += reconnects.len() - 1;
-    }
+        let cut_reconnects = reconnects.len() - 1;
+        reconnected.fetch_add(cut_reconnects, std::sync::atomic::Ordering::Relaxed);
+    });
+    let reconnected = reconnected.into_inner();
     assert!(
         reconnected >= full.len() - 10,
         "{reconnected} of {} cuts reconnected",
@@ -188,7 +208,7 @@ fn every_event_exactly_once_when_reset_at_a_spread_of_offsets() {
         + 4;
     let early = format!("close-after={},after=1,times=1", head + 10);
     let client = client();
-    for cut in (0..full.len()).step_by(13) {
+    for_each_offset((0..full.len()).step_by(13).collect(), |cut| {
         let server = server(&[&format!("reset-after={cut},times=1"), &early]);
         let source = client
             .events(feed_url(&server, QUERY))
@@ -205,7 +225,7 @@ fn every_event_exactly_once_when_reset_at_a_spread_of_offsets() {
                 "RST after {cut}"
             );
         }
-    }
+    });
 }
 
 #[test]
