@@ -285,7 +285,7 @@ impl Parser {
 
     /// Whether the item produced by the last [`advance`](Self::advance) is a comment.
     pub(crate) fn has_comment(&self) -> bool {
-        self.ready == Ready::Comment
+        matches!(self.ready, Ready::Comment { .. })
     }
 
     /// Whether the item produced by the last [`advance`](Self::advance) borrows from its
