@@ -284,6 +284,8 @@ impl Parser {
     }
 
     /// Whether the item produced by the last [`advance`](Self::advance) is a comment.
+    // Braced so it also matches a comment variant that carries where its text lies.
+    #[allow(clippy::unneeded_struct_pattern)]
     pub(crate) fn has_comment(&self) -> bool {
         matches!(self.ready, Ready::Comment { .. })
     }
