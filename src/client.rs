@@ -22,7 +22,7 @@ use ureq::http::{HeaderName, HeaderValue};
 
 /// How long the rest of a complete response (the chunked terminator) may take before the
 /// connection is dropped instead of pooled.
-const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+const DRAIN_LIMIT: Duration = Duration::from_millis(50);
 /// How long a server found without the stream-replay route is not asked again.
 const REPLAY_MEMORY: Duration = Duration::from_secs(600);
 /// Events a [`ChatThread`] channel holds before the call waits for its reader.
@@ -323,7 +323,14 @@ impl ClientBuilder {
         for path in &self.root_files {
             tls.add_pem_file(path)?;
         }
-        if !tls.has_roots() && self.roots_from_env {
+        // The environment's bundle matters only for HTTPS (and costs a parse of a few
+        // hundred certificates), so a plain-HTTP client skips it.
+        let https = self
+            .base_url
+            .trim_start()
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if !tls.has_roots() && self.roots_from_env && https {
             if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty())
             {
                 tls.add_pem_file(std::path::Path::new(&path))

@@ -68,9 +68,10 @@ pub use attempts::{DelaySource, RetryHook, RetryNotice};
 pub use cancel::CancelHandle;
 pub use chat::{
     Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
-    ChunkRef, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef, FunctionDeltaRef,
-    ImageUrl, Message, OwnedStreamEvent, Progress, Role, StreamEvent, StreamOptions, Tool,
-    ToolCall, ToolCallDeltaRef, Usage, response_from_completion_json,
+    ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef,
+    FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role, Stop, StreamEvent,
+    StreamOptions, Tool, ToolCall, ToolCallDeltaRef, ToolChoice, Usage,
+    response_from_completion_json,
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
@@ -79,6 +80,7 @@ pub use event_source::{
 };
 pub use kind::{FailureKind, RetryAction, RetryRecord};
 pub use retry::RetryPolicy;
+pub use sse::Limits as SseLimits;
 pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
 
 /// The README's examples, compiled and run as doc tests so they stay true.

@@ -29,7 +29,7 @@
 use crate::attempts::{Attempts, Wait};
 use crate::cancel::CancelHandle;
 use crate::chat::{
-    Accumulator, ApiError, ChatRequest, ChatResponse, OwnedStreamEvent, Progress, StreamEvent,
+    Accumulator, ApiError, ChatRequest, ChatResponse, Completion, OwnedStreamEvent, StreamEvent,
     response_from_completion_json,
 };
 use crate::client::{CallOptions, Inner, ReplayRoute};
@@ -311,8 +311,8 @@ impl ChatStream {
                 let pushed = self.acc.push_event(event.event, event.data);
                 self.offset = open.base + open.reader.position();
                 match pushed {
-                    Ok(Progress::Complete) => self.completing = true,
-                    Ok(Progress::Continue) => {}
+                    Ok(Completion::Complete) => self.completing = true,
+                    Ok(Completion::Pending) => {}
                     Err(err) => return self.failed(err.into()),
                 }
                 Ok(Step::Continue)
@@ -561,7 +561,10 @@ impl ChatStream {
         if matches!(err, Error::Cancelled) {
             return self.end(err);
         }
-        if self.can_resume(&err) {
+        // A replay that ended cleanly but incomplete is the whole generation: the server
+        // ended it that way, and replaying it again would end the same.
+        let generation_over = replaying && err.kind() == FailureKind::IncompleteStream;
+        if !generation_over && self.can_resume(&err) {
             let from = self.offset;
             let wait = if replaying
                 || self

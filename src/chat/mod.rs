@@ -12,12 +12,14 @@ mod response;
 #[allow(dead_code)] // wired in by the accumulator
 mod think;
 
-pub use accumulate::{Accumulator, ChatError, ChatLimits, Progress, response_from_completion_json};
+pub use accumulate::{
+    Accumulator, ChatError, ChatLimits, Completion, response_from_completion_json,
+};
 pub use api_error::ApiError;
 pub use chunk::{ChoiceDelta, ChunkRef, DeltaRef, FunctionDeltaRef, ToolCallDeltaRef};
 pub use event::{OwnedStreamEvent, StreamEvent};
 pub use message::{
     Content, ContentPart, FunctionCall, FunctionDef, ImageUrl, Message, Role, Tool, ToolCall,
 };
-pub use request::{ChatRequest, StreamOptions};
+pub use request::{ChatRequest, ResponseFormat, Stop, StreamOptions, ToolChoice};
 pub use response::{ChatResponse, Choice, Usage};

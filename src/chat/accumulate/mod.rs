@@ -54,11 +54,12 @@ impl Default for ChatLimits {
     }
 }
 
-/// Whether the caller should keep reading.
+/// Whether a streamed response is complete: what [`Accumulator::push_event`] says after
+/// each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub enum Completion {
     /// More events are expected.
-    Continue,
+    Pending,
     /// The response is complete; stop reading and call [`Accumulator::finish`].
     Complete,
 }
@@ -165,7 +166,7 @@ impl ChatError {
 /// [`ChatResponse`].
 ///
 /// Feed every dispatched SSE event to [`Accumulator::push_event`]; stop reading when it returns
-/// [`Progress::Complete`] (some servers never send `[DONE]` and keep the connection open), then
+/// [`Completion::Complete`] (some servers never send `[DONE]` and keep the connection open), then
 /// call [`Accumulator::finish`].
 #[derive(Debug, Clone)]
 pub struct Accumulator {
@@ -318,18 +319,18 @@ impl Accumulator {
     /// # Examples
     ///
     /// ```
-    /// use oai_sse::{Accumulator, Progress, StreamEvent};
+    /// use oai_sse::{Accumulator, Completion, StreamEvent};
     ///
     /// let mut acc = Accumulator::new(false);
     /// let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
-    /// assert_eq!(acc.push_event("message", chunk)?, Progress::Complete);
+    /// assert_eq!(acc.push_event("message", chunk)?, Completion::Complete);
     /// assert_eq!(acc.next_event(), Some(StreamEvent::Content { choice: 0, text: "Hi" }));
     /// assert_eq!(acc.next_event(), Some(StreamEvent::Finish { choice: 0, reason: "stop" }));
     /// assert_eq!(acc.next_event(), None);
     /// assert_eq!(acc.finish()?.content(), "Hi");
     /// # Ok::<(), oai_sse::ChatError>(())
     /// ```
-    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Progress, ChatError> {
+    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Completion, ChatError> {
         self.pending.clear();
         match event_type {
             "" | "message" => {}
@@ -350,7 +351,7 @@ impl Accumulator {
         if data == "[DONE]" {
             self.received_events += 1;
             self.done = true;
-            return Ok(Progress::Complete);
+            return Ok(Completion::Complete);
         }
         if !data.starts_with('{') {
             return Err(ChatError::malformed("expected a JSON object", data));
@@ -382,7 +383,7 @@ impl Accumulator {
         event_type: &str,
         data: &str,
         on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<Progress, ChatError> {
+    ) -> Result<Completion, ChatError> {
         let progress = self.push_event(event_type, data)?;
         while let Some(event) = self.next_event() {
             on_event(&event);
@@ -527,11 +528,11 @@ impl Accumulator {
             && self.choices.iter().all(|c| c.finish_reason.is_some())
     }
 
-    fn progress(&self) -> Progress {
+    fn progress(&self) -> Completion {
         if self.is_complete() {
-            Progress::Complete
+            Completion::Complete
         } else {
-            Progress::Continue
+            Completion::Pending
         }
     }
 

@@ -10,14 +10,14 @@ fn sequential_choices_complete_only_when_all_n_finished() {
     for (data, want) in [
         (
             chunk(0, r#"{"content":"a"}"#, "null"),
-            super::Progress::Continue,
+            super::Completion::Pending,
         ),
-        (chunk(0, "{}", r#""stop""#), super::Progress::Continue),
+        (chunk(0, "{}", r#""stop""#), super::Completion::Pending),
         (
             chunk(1, r#"{"content":"b"}"#, "null"),
-            super::Progress::Continue,
+            super::Completion::Pending,
         ),
-        (chunk(1, "{}", r#""stop""#), super::Progress::Complete),
+        (chunk(1, "{}", r#""stop""#), super::Completion::Complete),
     ] {
         assert_eq!(
             acc.push_event_with("message", &data, &mut sink),
@@ -37,7 +37,7 @@ use serde_json::json;
 /// What feeding a list of `(event type, data)` produced.
 struct Run {
     events: Vec<E>,
-    progress: Vec<Progress>,
+    progress: Vec<Completion>,
     error: Option<ChatError>,
     acc: Accumulator,
 }
@@ -120,7 +120,7 @@ fn usage(p: u64, c: u64) -> Usage {
     }
 }
 
-use Progress::{Complete as Done, Continue as More};
+use Completion::{Complete as Done, Pending as More};
 
 const OPENAI_TEXT: [&str; 5] = [
     r#"{"id":"chatcmpl-AyPbt","object":"chat.completion.chunk","created":1739000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_72ed7ab54c","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
@@ -160,7 +160,7 @@ fn openai_content_stream() {
     let full_usage = json!({"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,
         "prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}});
     // (usage requested, lines, progress after each, response usage)
-    type Case<'a> = (bool, Vec<&'a str>, Vec<Progress>, Option<Value>);
+    type Case<'a> = (bool, Vec<&'a str>, Vec<Completion>, Option<Value>);
     let cases: Vec<Case<'_>> = vec![
         // Without usage the finish chunk already completes: no need to wait for [DONE].
         (
@@ -618,7 +618,7 @@ fn malformed_chunks() {
 #[test]
 fn ignored_events_and_done_variants() {
     let content = r#"{"choices":[{"delta":{"content":"x"}}]}"#;
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Progress>);
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Completion>);
     let cases: Vec<Case<'_>> = vec![
         (
             vec![("ping", "not json"), ("message", "")],
