@@ -490,7 +490,7 @@ impl Flow for ControlFlow<()> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What every call of a client shares.

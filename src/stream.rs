@@ -856,7 +856,7 @@ fn rejects_stream_options(err: &Error) -> bool {
 }
 
 /// Why the attempt was interrupted, if a limit or a cancel did it.
-fn interrupted(io: &AttemptIo) -> Option<Error> {
+pub(crate) fn interrupted(io: &AttemptIo) -> Option<Error> {
     io.interrupted().map(|(kind, limit)| match kind {
         FailureKind::Cancelled => Error::Cancelled,
         kind => Error::Transport(crate::error::TransportError::timeout(kind, limit)),

@@ -5,6 +5,7 @@ mod args;
 mod chat;
 #[cfg(feature = "mock")]
 mod demo;
+mod events;
 mod logging;
 #[cfg(feature = "mock")]
 mod mock;
@@ -22,6 +23,7 @@ usage: oai-sse <command> [options]
 commands:
   chat     stream one chat completion, retrying transient failures
   demo     run the real client against the fault-injecting mock server, scenario by scenario
+  events   read any SSE endpoint, one JSON object per event, reconnecting with Last-Event-ID
   mock     serve the fault-injecting OpenAI-compatible mock server for any client
   parse    read an SSE stream from stdin, print one JSON object per event
 
@@ -72,6 +74,7 @@ fn command(name: &str) -> Option<Command> {
     Some(match name {
         "parse" => (parse::HELP, &["--chunk-size"], parse::run),
         "chat" => (chat::HELP, chat::TAKES_VALUE, chat::run),
+        "events" => (events::HELP, events::TAKES_VALUE, events::run),
         #[cfg(feature = "mock")]
         "demo" => (demo::HELP, demo::TAKES_VALUE, demo::run),
         #[cfg(feature = "mock")]
