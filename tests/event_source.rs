@@ -339,7 +339,9 @@ fn terminal_answers_end_or_fail_without_reconnecting() {
     let server = server(&[]);
     let base = server.base_url();
     // (url, Ok(()) for a clean end, or the failure kind and status)
-    let table: &[(String, Result<(), (FailureKind, Option<u16>)>)] = &[
+    // (route, Ok or the error's kind and status)
+    type Outcome = Result<(), (FailureKind, Option<u16>)>;
+    let table: &[(String, Outcome)] = &[
         (format!("{base}/events?status=204"), Ok(())),
         (
             format!("{base}/events?status=404"),

@@ -371,7 +371,8 @@ mod tests {
             "usage": {
                 "prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99,
                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}
-            }
+            },
+            "retries": []
         });
         assert_eq!(serde_json::to_value(&r).ok(), Some(want));
         let again: Option<ChatResponse> = serde_json::to_value(&r)
