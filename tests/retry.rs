@@ -221,7 +221,7 @@ fn reference(framing: Framing) -> Reference {
         head_len,
         complete_at,
         body_complete_at,
-        response,
+        response: without_retries(&response),
         events,
     }
 }
