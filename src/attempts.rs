@@ -311,7 +311,14 @@ impl Attempts {
 
     fn record(&mut self, err: &Error, action: RetryAction, delay: Duration, down: bool) {
         let retry = self.counted + self.down_retries + 1;
-        log::warn!(
+        // An event source reconnecting after a connection that delivered is routine.
+        let level = if retry == 1 && matches!(action, RetryAction::Reconnected { .. }) {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
             "retry {retry}/{} ({}) after {} ms: {err}",
             self.policy.max_retries,
             action_name(&action),

@@ -93,18 +93,6 @@ struct Settings {
     model_unknown: bool,
 }
 
-fn seconds(args: &mut Args, names: &[&str]) -> Result<Option<Duration>, UsageError> {
-    let name = names.first().copied().unwrap_or("option");
-    match args.value::<f64>(names)? {
-        None => Ok(None),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .map(Some)
-            .ok_or_else(|| UsageError(format!("{name} must be a positive number of seconds"))),
-    }
-}
-
 fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -127,10 +115,10 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     let quiet = args.flag(&["--quiet", "-q"])?;
     let verbose = args.flag(&["-v", "--verbose"])?;
     let stats = args.flag(&["--stats"])?;
-    let connect = seconds(&mut args, &["--connect-timeout"])?;
-    let first_byte = seconds(&mut args, &["--first-byte-timeout"])?;
-    let idle = seconds(&mut args, &["--idle-timeout"])?;
-    let deadline = seconds(&mut args, &["--deadline"])?;
+    let connect = args.seconds(&["--connect-timeout"])?;
+    let first_byte = args.seconds(&["--first-byte-timeout"])?;
+    let idle = args.seconds(&["--idle-timeout"])?;
+    let deadline = args.seconds(&["--deadline"])?;
     let max_wait = args.value::<f64>(&["--max-wait-for-server"])?;
     let mut retry = RetryPolicy::default();
     if let Some(n) = args.value::<u32>(&["--max-retries"])? {

@@ -7,7 +7,6 @@ use oai_sse::retry::RetryPolicy;
 use oai_sse::{Error, EventSource, Reconnect, SourceEvent};
 use serde::Serialize;
 use std::io::{self, Write};
-use std::time::Duration;
 
 pub const HELP: &str = "\
 usage: oai-sse events URL [-H 'Name: value']... [--data TEXT|@FILE] [--last-event-id ID]
@@ -74,17 +73,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
     let data = args.value::<String>(&["--data"])?;
     let last_event_id = args.value::<String>(&["--last-event-id"])?;
     let max_retries = args.value::<u32>(&["--max-retries"])?;
-    let idle = match args.value::<f64>(&["--idle-timeout"])? {
-        None => None,
-        Some(s) => Some(
-            Duration::try_from_secs_f64(s)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    UsageError("--idle-timeout must be a positive number of seconds".into())
-                })?,
-        ),
-    };
+    let idle = args.seconds(&["--idle-timeout"])?;
     let comments = args.flag(&["--comments"])?;
     let no_reconnect_on_eof = args.flag(&["--no-reconnect-on-eof"])?;
     let verbose = args.flag(&["-v", "--verbose"])?;

@@ -12,7 +12,7 @@ mod mock;
 mod parse;
 
 use args::{Args, UsageError};
-use std::io;
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 const HELP: &str = "\
@@ -69,6 +69,12 @@ type Command = (
     fn(Args) -> Result<(), Failure>,
 );
 
+/// Prints a help text; a reader that went away (`| head`) is fine.
+fn print_help(text: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 /// The command table: name, help text, options taking a value, body.
 fn command(name: &str) -> Option<Command> {
     Some(match name {
@@ -89,7 +95,7 @@ pub fn main() -> ExitCode {
     let rest: Vec<String> = raw.collect();
     let (help, takes_value, run) = match name.as_deref() {
         Some("--help" | "-h") | None => {
-            println!("{HELP}");
+            print_help(HELP);
             return if name.is_none() {
                 ExitCode::from(2)
             } else {
@@ -99,12 +105,12 @@ pub fn main() -> ExitCode {
         Some("help") => {
             return match rest.first().map(String::as_str) {
                 None => {
-                    println!("{HELP}");
+                    print_help(HELP);
                     ExitCode::SUCCESS
                 }
                 Some(topic) => match command(topic) {
                     Some((help, ..)) => {
-                        println!("{help}");
+                        print_help(help);
                         ExitCode::SUCCESS
                     }
                     None => {
@@ -132,7 +138,7 @@ pub fn main() -> ExitCode {
         },
     };
     if rest.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{help}");
+        print_help(help);
         return ExitCode::SUCCESS;
     }
     let result = Args::parse(rest, takes_value)
