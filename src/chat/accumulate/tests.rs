@@ -32,6 +32,8 @@ fn sequential_choices_complete_only_when_all_n_finished() {
 
 use super::*;
 use crate::chat::OwnedStreamEvent as E;
+use crate::chat::response_from_completion_json;
+use serde_json::Value;
 use serde_json::json;
 
 /// What feeding a list of `(event type, data)` produced.
@@ -884,7 +886,7 @@ fn completion_json_bodies() {
         (
             r#"{"choices":[{"index":0}]}"#.into(),
             Err(ChatError::MalformedChunk {
-                reason: "missing field `message`".into(),
+                reason: "missing field `message` at line 1 column 23".into(),
                 snippet: r#"{"choices":[{"index":0}]}"#.into(),
             }),
         ),
