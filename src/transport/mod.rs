@@ -198,6 +198,12 @@ impl Transport {
         }
     }
 
+    /// The (decoded) password of the proxy in use, if it has one: a secret to keep out of
+    /// error messages.
+    pub(crate) fn proxy_password(&self) -> Option<&str> {
+        self.agent.config().proxy()?.password()
+    }
+
     fn run(&self, request: &Request<'_>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
         let mut builder = ureq::http::Request::builder()
             .method(request.method.clone())
@@ -284,7 +290,20 @@ fn error_from_ureq(err: ureq::Error, io: &AttemptIo) -> Error {
         }
         // ureq's reader reports a connection closed inside the chunked framing (in a
         // chunk-size line, or before a chunk's CRLF) as a stalled body: a cut connection.
-        ureq::Error::BodyStalled => Some(FailureKind::UnexpectedEof),
+        // So it reports a chunk-size line that never ends (the socket saw the read buffer
+        // fill up): broken framing, which a retry would meet again.
+        ureq::Error::BodyStalled => match io.failure_label() {
+            Some(FailureKind::Protocol) => {
+                return Error::io(
+                    FailureKind::Protocol,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "broken chunked framing: a chunk-size line longer than the read buffer",
+                    ),
+                );
+            }
+            _ => Some(FailureKind::UnexpectedEof),
+        },
         ureq::Error::BadUri(_) | ureq::Error::InvalidProxyUrl => Some(FailureKind::InvalidConfig),
         _ => Some(FailureKind::Other),
     };
