@@ -53,7 +53,6 @@ mod error;
 mod kind;
 #[cfg(feature = "mock")]
 pub mod mock;
-#[allow(dead_code)] // sanitize and redact_secrets are wired in with the hostile-server work
 mod redact;
 pub mod retry;
 pub mod sse;
