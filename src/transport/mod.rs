@@ -333,8 +333,17 @@ fn error_from_io(err: io::Error, io: &AttemptIo) -> Error {
         );
     }
     let mut kind = FailureKind::from_io_kind(err.kind());
-    if let Some(label) = io.failure_label() {
-        return Error::io(label, err);
+    match io.failure_label() {
+        // The socket saw the read buffer fill up with the head (`saw_full_buffer`).
+        Some(FailureKind::LimitExceeded) => {
+            let message = format!("response head larger than {} KiB", MAX_RESPONSE_HEAD >> 10);
+            return Error::io(
+                FailureKind::LimitExceeded,
+                io::Error::new(io::ErrorKind::InvalidData, message),
+            );
+        }
+        Some(label) => return Error::io(label, err),
+        None => {}
     }
     // ureq ends a body on a reset as if the peer had closed: keep the real kind.
     if kind == FailureKind::UnexpectedEof
