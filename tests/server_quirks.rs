@@ -60,7 +60,12 @@ fn events(lines: &[&str]) -> Reply {
 
 /// Raw SSE text parts, sent at once.
 fn parts(parts: &[&str]) -> Reply {
-    Reply::Sse(parts.iter().map(|p| (Duration::ZERO, p.to_string())).collect())
+    Reply::Sse(
+        parts
+            .iter()
+            .map(|p| (Duration::ZERO, p.to_string()))
+            .collect(),
+    )
 }
 
 fn same(b: ClientBuilder) -> ClientBuilder {
@@ -435,8 +440,16 @@ fn run(quirk: &Quirk) {
             // The streaming view adds up to the response.
             let (shown_content, shown_reasoning) = shown(&events);
             assert_eq!(shown_content, *content, "{name}: content events");
-            assert_eq!(shown_reasoning, reasoning.unwrap_or(""), "{name}: reasoning events");
-            assert!(response.retries.is_empty(), "{name}: {:?}", response.retries);
+            assert_eq!(
+                shown_reasoning,
+                reasoning.unwrap_or(""),
+                "{name}: reasoning events"
+            );
+            assert!(
+                response.retries.is_empty(),
+                "{name}: {:?}",
+                response.retries
+            );
         }
         (
             Expect::ApiError {
@@ -452,7 +465,10 @@ fn run(quirk: &Quirk) {
             assert_eq!(api.message, *message, "{name}");
             assert_eq!(api.kind.as_deref(), *kind, "{name}");
             assert_eq!(err.status(), *status, "{name}");
-            assert!(matches!(err, Error::Http(_) | Error::Stream(_)), "{name}: {err:?}");
+            assert!(
+                matches!(err, Error::Http(_) | Error::Stream(_)),
+                "{name}: {err:?}"
+            );
             assert!(!err.is_transient(), "{name}");
         }
         (_, Ok(response)) => panic!("{name}: expected an error, got {response:?}"),

@@ -1078,7 +1078,14 @@ fn think_blocks_in_content_become_reasoning() {
         " is 4 < 5.",
     ];
     // (split on, deltas, end, events, reasoning, content)
-    type Case<'a> = (bool, Vec<&'a str>, Option<&'a str>, Vec<E>, Option<&'a str>, &'a str);
+    type Case<'a> = (
+        bool,
+        Vec<&'a str>,
+        Option<&'a str>,
+        Vec<E>,
+        Option<&'a str>,
+        &'a str,
+    );
     let cases: Vec<Case<'_>> = vec![
         (
             true,
@@ -1128,7 +1135,12 @@ fn think_blocks_in_content_become_reasoning() {
             true,
             vec!["<think>a <", " b</think>c"],
             Some("stop"),
-            vec![think(0, "a "), think(0, "< b"), text(0, "c"), fin(0, "stop")],
+            vec![
+                think(0, "a "),
+                think(0, "< b"),
+                text(0, "c"),
+                fin(0, "stop"),
+            ],
             Some("a < b"),
             "c",
         ),
@@ -1188,13 +1200,20 @@ fn usage_extras_are_capped_and_charged() {
         )
     };
     // Huge extras: a few KiB kept, the rest dropped, the counts read.
-    let huge = chunk(&format!(r#","details":{{"x":1}},"junk":[{}0]"#, "0,".repeat(100_000)));
+    let huge = chunk(&format!(
+        r#","details":{{"x":1}},"junk":[{}0]"#,
+        "0,".repeat(100_000)
+    ));
     let r = run(false, &msgs(&[huge.as_str()]));
     assert_eq!(r.error, None);
     let usage = r.acc.usage.clone().expect("usage read");
     assert_eq!(usage.total_tokens, 3);
     assert_eq!(usage.extra.get("details"), Some(&json!({"x": 1})));
-    assert!(usage.extra_len() <= Usage::MAX_EXTRA_BYTES, "{}", usage.extra_len());
+    assert!(
+        usage.extra_len() <= Usage::MAX_EXTRA_BYTES,
+        "{}",
+        usage.extra_len()
+    );
     // Extras count against the response budget; only the latest usage is held, so usage
     // on every chunk (vLLM's continuous_usage_stats) does not add up.
     let small = chunk(r#","details":{"cached_tokens":12345}"#);
