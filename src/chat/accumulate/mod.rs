@@ -153,9 +153,11 @@ impl ChatError {
         }
     }
 
+    /// The JSON parser's message is cut too: it quotes the offending value (`invalid type:
+    /// string "…"`), which can be megabytes.
     pub(crate) fn malformed(reason: impl ToString, data: &str) -> Self {
         Self::MalformedChunk {
-            reason: reason.to_string(),
+            reason: truncate_chars(&reason.to_string(), 2 * Self::SNIPPET_CHARS),
             snippet: truncate_chars(data, Self::SNIPPET_CHARS),
         }
     }
@@ -355,7 +357,10 @@ impl Accumulator {
                 ))));
             }
             other => {
-                log::debug!("ignoring SSE event type {other:?}");
+                log::debug!(
+                    "ignoring SSE event type {:?}",
+                    truncate_chars(other, ChatError::SNIPPET_CHARS)
+                );
                 return Ok(self.progress());
             }
         }

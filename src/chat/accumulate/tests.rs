@@ -1235,3 +1235,23 @@ fn usage_extra_len(chunk: &str) -> usize {
         .and_then(|c| c.usage)
         .map_or(0, |u| u.extra_len())
 }
+
+#[test]
+fn errors_quote_at_most_a_snippet_of_a_huge_line() {
+    let huge = "x".repeat(1 << 20);
+    let lines = [
+        format!(r#"{{"choices":"{huge}"}}"#),
+        format!(r#"{{"choices":[{{"delta":{{"content":["{huge}"]}}}}]}}"#),
+        huge.clone(),
+    ];
+    for line in &lines {
+        let r = run(false, &[("message", line.as_str())]);
+        let err = r.error.expect("malformed");
+        assert_eq!(err.kind(), FailureKind::MalformedChunk);
+        assert!(
+            err.to_string().len() < 1000,
+            "{} bytes",
+            err.to_string().len()
+        );
+    }
+}
