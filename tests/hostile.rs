@@ -539,6 +539,16 @@ fn servers_echoing_credentials_and_escapes_are_redacted() {
         &format!("{:?}", client.build().expect("client")),
         "Client Debug",
     );
+    // Configuration errors quote URLs without their passwords.
+    for builder in [
+        Client::builder().base_url(format!("http://alice:{URL_PASSWORD}@[bad/v1")),
+        Client::builder().base_url(format!("ftp://alice:{URL_PASSWORD}@host/v1")),
+        Client::builder().proxy(ProxyConfig::Url(format!("ftp://bob:{PROXY_PASSWORD}@[bad"))),
+    ] {
+        let err = builder.build().expect_err("invalid");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_clean(&err.to_string(), "configuration error");
+    }
 }
 
 #[test]

@@ -1255,3 +1255,32 @@ fn errors_quote_at_most_a_snippet_of_a_huge_line() {
         );
     }
 }
+
+#[test]
+fn repeated_tool_call_ids_and_names_are_delivered_once() {
+    let fragment = |args: &str| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"call_1","type":"function","function":{{"name":"lookup","arguments":{}}}}}]}}}}]}}"#,
+            serde_json::to_string(args).unwrap_or_default()
+        )
+    };
+    let lines = [
+        fragment("{\"q\":"),
+        fragment("1"),
+        fragment("}"),
+        fragment(""),
+    ];
+    let r = run(
+        false,
+        &msgs(&lines.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    assert_eq!(r.error, None);
+    assert_eq!(
+        r.events,
+        vec![
+            tool(0, 0, Some("call_1"), Some("lookup"), "{\"q\":"),
+            tool(0, 0, None, None, "1"),
+            tool(0, 0, None, None, "}"),
+        ]
+    );
+}
