@@ -14,7 +14,7 @@ use oai_sse::{
 };
 use std::io::Write;
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 fn ms(n: u64) -> Duration {
@@ -390,7 +390,10 @@ fn logged() -> &'static Mutex<Vec<String>> {
         fn log(&self, r: &log::Record<'_>) {
             if self.enabled(r.metadata()) {
                 let line = format!("{} {}: {}", r.level(), r.target(), r.args());
-                logged().lock().expect("log lock").push(line);
+                logged()
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
             }
         }
         fn flush(&self) {}
@@ -524,7 +527,11 @@ fn servers_echoing_credentials_and_escapes_are_redacted() {
     for line in hooked.iter() {
         assert_clean(line, "retry hook");
     }
-    for line in logged().lock().expect("log lock").iter() {
+    for line in logged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
         assert_clean(line, "log line");
     }
     // The client's own output: Debug and the URL it reports.
@@ -582,7 +589,11 @@ fn a_proxy_echoing_its_password_is_redacted() {
     assert_eq!(err.status(), Some(400));
     assert_clean(&err.to_string(), "proxy error");
     assert!(err.to_string().contains("<redacted>"), "{err}");
-    for line in logged().lock().expect("log lock").iter() {
+    for line in logged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
         assert_clean(line, "log line");
     }
 }
@@ -596,7 +607,7 @@ fn log_lines_do_not_carry_url_userinfo() {
     let response = client.chat(&request()).expect("answered");
     server.stop();
     assert_eq!(response.content(), "Hi");
-    let lines = logged().lock().expect("log lock");
+    let lines = logged().lock().unwrap_or_else(PoisonError::into_inner);
     assert!(
         lines.iter().any(|l| l.contains("POST http://<redacted>@")),
         "the attempt is logged, redacted: {lines:?}"
