@@ -104,6 +104,7 @@ pub struct ClientBuilder {
     roots_from_env: bool,
     platform_verifier: bool,
     pinned: Vec<(String, Vec<IpAddr>)>,
+    split_think: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -122,6 +123,7 @@ impl fmt::Debug for ClientBuilder {
             .field("proxy", &self.proxy)
             .field("root_certificates", &self.root_pems.len())
             .field("root_certificate_files", &self.root_files)
+            .field("split_think", &self.split_think)
             .finish_non_exhaustive()
     }
 }
@@ -145,6 +147,7 @@ impl Default for ClientBuilder {
             roots_from_env: true,
             platform_verifier: false,
             pinned: Vec::new(),
+            split_think: true,
         }
     }
 }
@@ -233,6 +236,16 @@ impl ClientBuilder {
     /// Bounds on the aggregated response.
     pub fn chat_limits(mut self, limits: ChatLimits) -> Self {
         self.chat_limits = limits;
+        self
+    }
+
+    /// Whether content that opens with `<think>` is split off as reasoning, up to
+    /// `</think>` (default true): models served without a reasoning parser (llama.cpp with
+    /// `--reasoning-format none`, older Ollama, some gateways) send their thinking that way.
+    /// It then arrives as [`StreamEvent::Reasoning`] and in the response's reasoning; see
+    /// [`Accumulator::split_think`](crate::Accumulator::split_think).
+    pub fn split_think(mut self, on: bool) -> Self {
+        self.split_think = on;
         self
     }
 
@@ -364,6 +377,7 @@ impl ClientBuilder {
                 retry: self.retry,
                 sse_limits: self.sse_limits,
                 chat_limits: self.chat_limits,
+                split_think: self.split_think,
                 replay: Mutex::new(ReplayRoute::Unknown),
                 stream_options: AtomicBool::new(true),
             }),
@@ -504,6 +518,8 @@ pub(crate) struct Inner {
     pub retry: RetryPolicy,
     pub sse_limits: SseLimits,
     pub chat_limits: ChatLimits,
+    /// Whether a `<think>` block opening the content is split into reasoning.
+    pub split_think: bool,
     /// What is known about the server's stream-replay route.
     replay: Mutex<ReplayRoute>,
     /// The server did not refuse `stream_options` (cleared when it does).

@@ -115,6 +115,56 @@ pub fn sanitize<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
     then(text, |t| redact_secrets(t, secrets))
 }
 
+/// The password of `url`'s userinfo (or its bare token, `https://TOKEN@host`), as written
+/// and, if it has `%` escapes, decoded: a server may echo either.
+pub(crate) fn userinfo_secrets(url: &str) -> Vec<Cow<'_, str>> {
+    let Some(range) = userinfo_range(url) else {
+        return Vec::new();
+    };
+    let userinfo = &url[range];
+    let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    let mut secrets = vec![Cow::Borrowed(password)];
+    if password.contains('%') {
+        if let Some(decoded) = percent_decode(password) {
+            secrets.push(Cow::Owned(decoded));
+        }
+    }
+    secrets
+}
+
+/// `%XX` escapes decoded, if the result is UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let escaped = (c == b'%')
+            .then(|| Some(hex_value(*b.get(i + 1)?)? << 4 | hex_value(*b.get(i + 2)?)?))
+            .flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The secret of a header value the user set: the whole value and, for an
+/// `Authorization`-style `<scheme> <token>`, the token alone.
+pub(crate) fn header_secrets(value: &str) -> impl Iterator<Item = &str> {
+    let token = value
+        .split_once(' ')
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty() && !token.contains(' '));
+    std::iter::once(value).chain(token)
+}
+
 /// Applies `f` to a text that may already be owned, keeping the borrow when neither step
 /// changed anything.
 fn then<'a>(text: Cow<'a, str>, f: impl for<'b> Fn(&'b str) -> Cow<'b, str>) -> Cow<'a, str> {

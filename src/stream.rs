@@ -29,12 +29,13 @@
 use crate::attempts::{Attempts, Wait};
 use crate::cancel::CancelHandle;
 use crate::chat::{
-    Accumulator, ApiError, AttemptTimings, ChatRequest, ChatResponse, Completion, OwnedStreamEvent,
-    StreamEvent, StreamOptions, response_from_completion_json,
+    Accumulator, ApiError, AttemptTimings, ChatError, ChatRequest, ChatResponse, Completion,
+    OwnedStreamEvent, ReadCompletionError, StreamEvent, StreamOptions, StreamTail, read_completion,
 };
 use crate::client::{CallOptions, Inner, ReplayRoute};
 use crate::error::{Error, HttpError};
 use crate::kind::{FailureKind, RetryAction};
+use crate::redact::redact_userinfo;
 use crate::sse::{EventReader, Item, ReadError};
 use crate::transport::{self, AttemptIo, BodyRead, Limits, Phase, Request, Response};
 use std::io::{BufReader, Read};
@@ -152,7 +153,7 @@ impl Clock {
 
 /// The response being read.
 struct Open {
-    reader: EventReader<BufReader<BodyRead>>,
+    reader: EventReader<BufReader<TailRead>>,
     /// Offset of the body's first byte in the generation's event stream.
     base: u64,
     /// Whether this body is a replay (for choosing how to carry on after a failure).
@@ -221,8 +222,7 @@ impl ChatStream {
             .resume
             .then(|| HeaderValue::from_str(&conversation_id()).ok())
             .flatten();
-        let acc = Accumulator::with_limits(usage_requested, client.chat_limits)
-            .expect_choices(streaming.choices_requested());
+        let acc = new_accumulator(&client, usage_requested, streaming.choices_requested());
         let cancel = options.cancel.unwrap_or_default();
         Ok(Self {
             attempts: Attempts::new(
@@ -391,18 +391,25 @@ impl ChatStream {
             Err(_) if tail => self.complete(),
             Ok(None) => {
                 // Shutting a socket down (cancel, a limit) can look like a clean end.
-                let io = Arc::clone(open.reader.get_ref().get_ref().attempt());
+                let io = Arc::clone(open.reader.get_ref().attempt_io());
                 if let Some(err) = interrupted(&io) {
                     return self.failed(err);
                 }
                 match self.acc.check_complete() {
                     Ok(()) => self.complete(),
-                    Err(err) => self.failed(err.into()),
+                    Err(err) => {
+                        let err = self.error_in_tail().unwrap_or(err.into());
+                        self.failed(err)
+                    }
                 }
             }
             Err(ReadError::Io(err)) => {
-                let io = Arc::clone(open.reader.get_ref().get_ref().attempt());
-                self.failed(transport::read_error(err, &io))
+                let io = Arc::clone(open.reader.get_ref().attempt_io());
+                let err = match transport::read_error(err, &io) {
+                    Error::Cancelled => Error::Cancelled,
+                    err => self.error_in_tail().unwrap_or(err),
+                };
+                self.failed(err)
             }
             Err(ReadError::Sse(err)) => self.failed(err.into()),
         }
@@ -472,7 +479,7 @@ impl ChatStream {
         log::debug!(
             "attempt {}: POST {}",
             self.attempts.attempt(),
-            self.client.urls.chat
+            redact_userinfo(&self.client.urls.chat)
         );
         let request = Request {
             method: Method::POST,
@@ -515,14 +522,18 @@ impl ChatStream {
                 Ok(Step::Continue)
             }
             "application/json" => {
-                // A server that ignored `stream: true` sends the whole completion at once.
-                let limit = self.client.chat_limits.max_response_bytes as u64 + MAX_ERROR_BODY;
+                // A server that ignored `stream: true` sends the whole completion at once;
+                // it is decoded as it arrives, never held as a whole.
+                let max_response = self.client.chat_limits.max_response_bytes;
+                let max_body = max_response as u64 + MAX_ERROR_BODY;
                 let io = Arc::clone(response.body.attempt());
-                let mut text = Vec::new();
-                if let Err(err) = response.body.take(limit).read_to_end(&mut text) {
-                    return self.failed(transport::read_error(err, &io));
-                }
-                match response_from_completion_json(&text) {
+                let read = read_completion(
+                    response.body,
+                    max_body,
+                    max_response,
+                    self.client.split_think,
+                );
+                match read {
                     Ok(mut response) => {
                         self.stop_clock();
                         response.retries = self.attempts.take_history();
@@ -531,7 +542,10 @@ impl ChatStream {
                         self.state = State::Complete(Box::new(response));
                         Ok(Step::End)
                     }
-                    Err(err) => self.failed(err.into()),
+                    Err(ReadCompletionError::Io(err)) => {
+                        self.failed(transport::read_error(err, &io))
+                    }
+                    Err(ReadCompletionError::Chat(err)) => self.failed(err.into()),
                 }
             }
             _ => {
@@ -572,7 +586,11 @@ impl ChatStream {
         let headers = self.headers(&extra);
         let io = self.attempt_io();
         self.start_clock(&io);
-        log::debug!("attempt {}: GET {url}", self.attempts.attempt());
+        log::debug!(
+            "attempt {}: GET {}",
+            self.attempts.attempt(),
+            redact_userinfo(&url)
+        );
         let request = Request {
             method: Method::GET,
             url: &url,
@@ -633,6 +651,7 @@ impl ChatStream {
     /// A resume could not be had: restart within the same budget, at once.
     fn fall_back(&mut self, why: Option<Error>) -> Result<Step, Error> {
         let why = why.unwrap_or_else(|| Error::Config("no conversation id to resume".into()));
+        let why = self.sanitized(why);
         let original = self.broken.take().unwrap_or_else(|| why.clone());
         match self.attempts.fall_back(&why, original, self.delivered) {
             Ok(()) => {
@@ -643,11 +662,41 @@ impl ChatStream {
         }
     }
 
-    fn event_reader(&self, body: BodyRead) -> EventReader<BufReader<BodyRead>> {
+    fn event_reader(&self, body: BodyRead) -> EventReader<BufReader<TailRead>> {
+        let body = TailRead {
+            body,
+            tail: StreamTail::default(),
+        };
         EventReader::with_limits(
             BufReader::with_capacity(READ_BUFFER, body),
             self.client.sse_limits,
         )
+    }
+
+    /// An error the server wrote into the stream's last lines in a shape the SSE parser
+    /// skips (see `chat::tail`), for a stream that ended without completing.
+    fn error_in_tail(&self) -> Option<Error> {
+        let open = self.open.as_ref()?;
+        let api = open.reader.get_ref().get_ref().tail.error()?;
+        Some(Error::Stream(ChatError::Api(Box::new(api))))
+    }
+
+    /// `err` with the server's text made fit for logs, hooks and terminals: this client's
+    /// secrets redacted, controls escaped (see [`Error::sanitized`]).
+    fn sanitized(&self, err: Error) -> Error {
+        let client = &self.client;
+        let headers = client
+            .headers
+            .iter()
+            .filter(|(_, v)| v.is_sensitive())
+            .filter_map(|(_, v)| v.to_str().ok())
+            .flat_map(crate::redact::header_secrets);
+        let urls = crate::redact::userinfo_secrets(&client.urls.chat);
+        let secrets: Vec<&str> = headers
+            .chain(urls.iter().map(|s| s.as_ref()))
+            .chain(client.transport.proxy_password())
+            .collect();
+        err.sanitized(&secrets)
     }
 
     /// The stream is complete: reach the end of the body so the connection is pooled, then
@@ -658,8 +707,7 @@ impl ChatStream {
             drain(open.reader.into_inner());
         }
         self.stop_clock();
-        let fresh = Accumulator::with_limits(self.usage_requested, self.client.chat_limits)
-            .expect_choices(self.choices);
+        let fresh = new_accumulator(&self.client, self.usage_requested, self.choices);
         let acc = std::mem::replace(&mut self.acc, fresh);
         match acc.finish() {
             Ok(mut response) => {
@@ -681,6 +729,7 @@ impl ChatStream {
     fn failed(&mut self, err: Error) -> Result<Step, Error> {
         self.stop_clock();
         self.tail = false;
+        let err = self.sanitized(err);
         let open = self.open.take();
         let replaying = open.as_ref().is_some_and(|o| o.replay);
         drop(open);
@@ -751,8 +800,7 @@ impl ChatStream {
 
     /// The next attempt starts the answer over.
     fn restart(&mut self, reason: FailureKind) {
-        self.acc = Accumulator::with_limits(self.usage_requested, self.client.chat_limits)
-            .expect_choices(self.choices);
+        self.acc = new_accumulator(&self.client, self.usage_requested, self.choices);
         self.offset = 0;
         self.next = Next::Post;
         self.completing = false;
@@ -804,7 +852,7 @@ impl ChatStream {
         match self.client.transport.send(&request, &io) {
             Ok(response) => {
                 let status = response.status;
-                log::debug!("DELETE {url}: {status}");
+                log::debug!("DELETE {}: {status}", redact_userinfo(&url));
                 drain(response.body);
                 match status {
                     204 => self.client.set_replay_available(true),
@@ -814,7 +862,7 @@ impl ChatStream {
                 Some(status)
             }
             Err(err) => {
-                log::debug!("DELETE {url} failed: {err}");
+                log::debug!("DELETE {} failed: {err}", redact_userinfo(&url));
                 None
             }
         }
@@ -937,10 +985,31 @@ impl HasAttempt for BodyRead {
     }
 }
 
-impl HasAttempt for BufReader<BodyRead> {
+impl HasAttempt for BufReader<TailRead> {
     fn attempt_io(&self) -> &Arc<AttemptIo> {
-        self.get_ref().attempt()
+        self.get_ref().body.attempt()
     }
+}
+
+/// An event stream's body, keeping its last bytes for [`ChatStream::error_in_tail`].
+struct TailRead {
+    body: BodyRead,
+    tail: StreamTail,
+}
+
+impl Read for TailRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        self.tail.record(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// A fresh accumulator for this client's calls.
+fn new_accumulator(client: &Inner, usage_requested: bool, choices: u32) -> Accumulator {
+    Accumulator::with_limits(usage_requested, client.chat_limits)
+        .expect_choices(choices)
+        .split_think(client.split_think)
 }
 
 /// A fresh conversation id: 128 random bits as hex. The randomness comes from std's

@@ -2,9 +2,9 @@
 //! SSE data where they contain no escapes.
 
 use serde::Deserialize;
-use serde_json::Value;
 use std::borrow::Cow;
 
+use super::api_error::ApiError;
 use super::lenient::{null_default, opt_cow};
 use super::response::{ServerTimings, Usage};
 
@@ -28,12 +28,14 @@ pub struct ChunkRef<'a> {
     /// Per-choice deltas; empty in a usage-only chunk.
     #[serde(borrow, default, deserialize_with = "null_default")]
     pub choices: Vec<ChoiceDelta<'a>>,
-    /// Token counts, usually only in the last chunk.
+    /// Token counts, usually only in the last chunk (on every chunk for vLLM's
+    /// `continuous_usage_stats`). Unknown fields are kept up to [`Usage::MAX_EXTRA_BYTES`].
     #[serde(default)]
     pub usage: Option<Usage>,
-    /// An error object a server sent instead of a chunk.
+    /// An error object a server sent instead of a chunk (read within a few KiB whatever
+    /// its size; `null` reads as none).
     #[serde(default)]
-    pub error: Option<Value>,
+    pub error: Option<ApiError>,
     /// llama.cpp's own timings (prompt and generation), on some or all chunks.
     #[serde(default)]
     pub timings: Option<ServerTimings>,

@@ -1,30 +1,127 @@
 //! The aggregated response: what a stream adds up to (or what a server that ignored
 //! `stream` returns), its token usage, and the assistant message for the next turn.
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::fmt;
 use std::time::Duration;
 
+use super::capped::{Capped, json_len};
 use super::lenient::null_default;
 use super::message::{Content, Message, Role, ToolCall};
 use crate::kind::RetryRecord;
 
 /// Token counts. Missing or `null` counts read as 0; other fields (`completion_tokens_details`,
-/// `prompt_tokens_details`, ...) are kept in `extra`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `prompt_tokens_details`, ...) are kept in `extra`, up to [`Usage::MAX_EXTRA_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default, deserialize_with = "null_default")]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default, deserialize_with = "null_default")]
     pub completion_tokens: u64,
     /// Sum of both.
-    #[serde(default, deserialize_with = "null_default")]
     pub total_tokens: u64,
-    /// Everything else the server reported.
+    /// Everything else the server reported, as far as it fits in
+    /// [`Usage::MAX_EXTRA_BYTES`] (fields and elements that do not are dropped).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl Usage {
+    /// Most bytes, as compact JSON, of the fields kept in [`Usage::extra`] (4 KiB: real
+    /// servers' token details take a few hundred). A server that sends more does not make
+    /// the client hold it, on every chunk that carries usage.
+    pub const MAX_EXTRA_BYTES: usize = 4 << 10;
+
+    /// The size of [`Usage::extra`] as compact JSON, escapes not counted: what holding it
+    /// is charged against the response budget.
+    pub(crate) fn extra_len(&self) -> usize {
+        self.extra
+            .iter()
+            .map(|(k, v)| k.len() + 4 + json_len(v))
+            .sum()
+    }
+}
+
+/// The fields of a usage object.
+enum UsageField {
+    Prompt,
+    Completion,
+    Total,
+    /// Another field, if its name fits in what is left of the extras' room.
+    Other(Option<String>),
+}
+
+struct UsageKey {
+    room: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for UsageKey {
+    type Value = UsageField;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<UsageField, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsageKey {
+    type Value = UsageField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a usage field")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<UsageField, E> {
+        Ok(match v {
+            "prompt_tokens" => UsageField::Prompt,
+            "completion_tokens" => UsageField::Completion,
+            "total_tokens" => UsageField::Total,
+            other => UsageField::Other((other.len() + 4 <= self.room).then(|| other.to_owned())),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Usage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UsageVisitor;
+
+        impl<'de> Visitor<'de> for UsageVisitor {
+            type Value = Usage;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a usage object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Usage, A::Error> {
+                let mut usage = Usage::default();
+                let mut room = Usage::MAX_EXTRA_BYTES;
+                while let Some(field) = map.next_key_seed(UsageKey { room })? {
+                    let count = match field {
+                        UsageField::Prompt => &mut usage.prompt_tokens,
+                        UsageField::Completion => &mut usage.completion_tokens,
+                        UsageField::Total => &mut usage.total_tokens,
+                        UsageField::Other(None) => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                        UsageField::Other(Some(name)) => {
+                            let mut left = room - (name.len() + 4);
+                            if let Some(v) = map.next_value_seed(Capped { room: &mut left })? {
+                                room = left;
+                                usage.extra.insert(name, v);
+                            }
+                            continue;
+                        }
+                    };
+                    *count = map.next_value::<Option<u64>>()?.unwrap_or(0);
+                }
+                Ok(usage)
+            }
+        }
+
+        d.deserialize_map(UsageVisitor)
+    }
 }
 
 /// A complete `chat.completion`: what a stream aggregates to, or what a server that ignored

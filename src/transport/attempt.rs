@@ -240,6 +240,18 @@ impl AttemptIo {
         self.state().read_error
     }
 
+    /// The socket's read buffer filled up with a line that does not end: in the head, a
+    /// head larger than the limit; in the body, broken chunked framing (an endless
+    /// chunk-size or extension line). Labels the attempt's failure accordingly.
+    pub(crate) fn saw_full_buffer(&self) {
+        let mut state = self.state();
+        state.label = Some(if state.phase == Phase::Head {
+            FailureKind::LimitExceeded
+        } else {
+            FailureKind::Protocol
+        });
+    }
+
     /// Labels this attempt's failure (see `State::label`).
     pub(crate) fn label(&self, kind: FailureKind) {
         self.state().label = Some(kind);
