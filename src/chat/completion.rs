@@ -10,7 +10,7 @@ use super::accumulate::{ChatError, check_tool_arguments};
 use super::api_error::ApiError;
 use super::lenient::null_default;
 use super::message::{Content, Message};
-use super::response::{ChatResponse, Choice, Usage};
+use super::response::{ChatResponse, Choice, Timings, Usage};
 use super::think::{Piece, ThinkSplitter};
 
 /// The body's fields; `error` makes it an error body whatever else it has.
@@ -30,6 +30,9 @@ struct Completion {
     choices: Vec<Choice>,
     #[serde(default)]
     usage: Option<Usage>,
+    /// llama.cpp's own figures (and, in this crate's JSON, the attempts, not read back).
+    #[serde(default)]
+    timings: Option<Timings>,
 }
 
 impl Completion {
@@ -44,6 +47,10 @@ impl Completion {
             system_fingerprint: self.system_fingerprint,
             choices: self.choices,
             usage: self.usage,
+            timings: Timings {
+                attempts: Vec::new(),
+                server: self.timings.and_then(|t| t.server),
+            },
             ..ChatResponse::default()
         };
         response.choices.sort_by_key(|c| c.index);

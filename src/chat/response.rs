@@ -162,13 +162,64 @@ pub struct ChatResponse {
 }
 
 /// The timings of a call.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// As JSON, llama.cpp's own `timings` object (its `prompt_n`, `prompt_ms`, `predicted_n`,
+/// `predicted_ms`) with an `attempts` array beside them, so a llama.cpp completion's
+/// `timings` reads as [`Timings::server`].
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
     /// One entry per attempt, in order.
     pub attempts: Vec<AttemptTimings>,
     /// What the server reported (llama.cpp's `timings` object), if it did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<ServerTimings>,
+}
+
+/// [`Timings`] on the wire: the server's fields flat, the attempts beside them.
+#[derive(Serialize, Deserialize)]
+struct TimingsWire {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptTimings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    predicted_n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    predicted_ms: Option<f64>,
+}
+
+impl Serialize for Timings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let server = self.server.as_ref();
+        TimingsWire {
+            attempts: self.attempts.clone(),
+            prompt_n: server.map(|t| t.prompt_n),
+            prompt_ms: server.map(|t| t.prompt_ms),
+            predicted_n: server.map(|t| t.predicted_n),
+            predicted_ms: server.map(|t| t.predicted_ms),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = TimingsWire::deserialize(d)?;
+        let any = wire.prompt_n.is_some()
+            || wire.prompt_ms.is_some()
+            || wire.predicted_n.is_some()
+            || wire.predicted_ms.is_some();
+        Ok(Self {
+            attempts: wire.attempts,
+            server: any.then(|| ServerTimings {
+                prompt_n: wire.prompt_n.unwrap_or_default(),
+                prompt_ms: wire.prompt_ms.unwrap_or_default(),
+                predicted_n: wire.predicted_n.unwrap_or_default(),
+                predicted_ms: wire.predicted_ms.unwrap_or_default(),
+            }),
+        })
+    }
 }
 
 impl Timings {
