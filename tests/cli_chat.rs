@@ -505,3 +505,37 @@ fn ctrl_c_ends_the_line_and_exits_130() {
         "{stderr}"
     );
 }
+
+/// A reply that tries to retitle the terminal and clear the screen is shown escaped on a
+/// terminal (run under `script`, which gives the process a pseudo-terminal), and passed
+/// through untouched to a pipe.
+#[cfg(target_os = "linux")]
+#[test]
+fn control_sequences_in_a_reply_are_escaped_on_a_terminal() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` to run under a pseudo-terminal");
+        return;
+    }
+    let hostile = "hello \u{1b}]0;pwned\u{7}\u{1b}[2J world";
+    let server = MockServer::start(Script::new().text(hostile)).unwrap();
+    let command = format!(
+        "{BIN} chat --base-url {} --model m hi </dev/null",
+        server.base_url()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}'),
+        "raw escape reached the terminal: {shown:?}"
+    );
+    assert!(shown.contains("\\u{1b}]0;pwned"), "{shown:?}");
+    // Through a pipe the text is the model's, byte for byte.
+    let run = chat(&server, &["hi"], "");
+    assert_eq!(run.stdout, format!("{hostile}\n"));
+}

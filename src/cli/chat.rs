@@ -434,6 +434,9 @@ struct Printer {
     notes: bool,
     /// Deltas are not streamed: `--json`, or several choices printed as blocks at the end.
     blocks: bool,
+    /// stdout is a terminal: escape control sequences in the model's text (a reply must
+    /// not retitle the window or clear the screen); a pipe gets the text as it is.
+    tty: bool,
     dim: bool,
     in_reasoning: bool,
     wrote_content: bool,
@@ -448,6 +451,7 @@ impl Printer {
         Self {
             notes: !quiet,
             blocks: json || blocks,
+            tty: io::stdout().is_terminal(),
             dim: io::stderr().is_terminal(),
             in_reasoning: false,
             wrote_content: false,
@@ -471,6 +475,11 @@ impl Printer {
             {
                 self.leave_reasoning();
                 self.wrote_content = true;
+                let text = if self.tty {
+                    oai_sse::redact::escape_controls(text)
+                } else {
+                    (*text).into()
+                };
                 let mut out = io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
             }
@@ -480,6 +489,11 @@ impl Printer {
                     let _ = err.write_all(b"\x1b[2m");
                 }
                 self.in_reasoning = true;
+                let text = if self.dim {
+                    oai_sse::redact::escape_controls(text)
+                } else {
+                    (*text).into()
+                };
                 err.write_all(text.as_bytes()).and_then(|()| err.flush())
             }
             StreamEvent::ToolCall {
