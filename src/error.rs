@@ -312,6 +312,18 @@ impl Error {
 }
 
 impl FailureKind {
+    /// Whether this is a connection that broke under an exchange: cut, reset, aborted, or
+    /// gone while writing.
+    pub(crate) fn is_broken_connection(self) -> bool {
+        matches!(
+            self,
+            Self::UnexpectedEof
+                | Self::ConnectionReset
+                | Self::ConnectionAborted
+                | Self::BrokenPipe
+        )
+    }
+
     /// Whether a transport failure of this kind is worth retrying (DNS failures are not by
     /// default: usually a typo).
     pub(crate) fn is_transient_transport(self) -> bool {

@@ -785,17 +785,14 @@ impl ChatStream {
             && self.generation_live
             && self.attempts.policy().resume
             && self.client.replay_available()
-            && matches!(
-                err.kind(),
-                FailureKind::UnexpectedEof
-                    | FailureKind::ConnectionReset
-                    | FailureKind::ConnectionAborted
-                    | FailureKind::BrokenPipe
-                    | FailureKind::FirstByteTimeout
-                    | FailureKind::IdleTimeout
-                    | FailureKind::TimedOut
-                    | FailureKind::IncompleteStream
-            )
+            && (err.kind().is_broken_connection()
+                || matches!(
+                    err.kind(),
+                    FailureKind::FirstByteTimeout
+                        | FailureKind::IdleTimeout
+                        | FailureKind::TimedOut
+                        | FailureKind::IncompleteStream
+                ))
     }
 
     /// The next attempt starts the answer over.

@@ -12,30 +12,12 @@ struct Run {
     stderr: String,
 }
 
+/// `oai-sse chat` against `server` (with a model), with `args` and `stdin`.
 fn chat(server: &MockServer, args: &[&str], stdin: &str) -> Run {
-    let mut child = Command::new(BIN)
-        .arg("chat")
-        .args(["--base-url", &server.base_url(), "--model", "mock-model"])
-        .args(args)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("RUST_LOG")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("ALL_PROXY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn oai-sse");
-    let mut pipe = child.stdin.take().expect("stdin");
-    let _ = pipe.write_all(stdin.as_bytes());
-    drop(pipe);
-    let out = child.wait_with_output().expect("wait");
-    Run {
-        code: out.status.code().expect("exit code"),
-        stdout: String::from_utf8(out.stdout).expect("utf-8"),
-        stderr: String::from_utf8(out.stderr).expect("utf-8"),
-    }
+    let url = server.base_url();
+    let mut all = vec!["chat", "--base-url", url.as_str(), "--model", "mock-model"];
+    all.extend_from_slice(args);
+    oai_sse(&all, stdin)
 }
 
 fn fault(spec: &str) -> FaultRule {

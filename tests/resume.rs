@@ -3,6 +3,9 @@
 //! no delta lost or repeated; and falls back to a restart when the replay cannot be had.
 #![cfg(feature = "mock")]
 
+mod common;
+
+use common::without_retries;
 use oai_sse::mock::{FaultRule, MockServer, Script};
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{
@@ -63,15 +66,6 @@ fn run(client: &Client) -> (Result<ChatResponse, Error>, Vec<OwnedStreamEvent>) 
     let mut events = Vec::new();
     let result = client.chat_stream(&request(), |e| events.push(e.to_owned_event()));
     (result, events)
-}
-
-/// Without the retry records and the attempts' timings, to compare a recovered response
-/// with a clean one.
-fn without_retries(response: &ChatResponse) -> ChatResponse {
-    let mut response = response.clone();
-    response.retries.clear();
-    response.timings.attempts.clear();
-    response
 }
 
 /// The whole response (status line, headers, chunked body) the mock sends for `request()`.

@@ -63,15 +63,6 @@ fn call(
     (result, events)
 }
 
-/// Without the retry records and the attempts' timings, to compare a recovered response
-/// with a clean one.
-fn without_retries(response: &ChatResponse) -> ChatResponse {
-    let mut response = response.clone();
-    response.retries.clear();
-    response.timings.attempts.clear();
-    response
-}
-
 fn record(attempt: u32, reason: FailureKind, delay_ms: u64) -> RetryRecord {
     RetryRecord {
         attempt,

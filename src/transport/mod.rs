@@ -222,13 +222,7 @@ fn is_stale(err: &Error, io: &AttemptIo) -> bool {
     io.reused()
         && io.received() == 0
         && io.interrupted().is_none()
-        && matches!(
-            err.kind(),
-            FailureKind::UnexpectedEof
-                | FailureKind::ConnectionReset
-                | FailureKind::ConnectionAborted
-                | FailureKind::BrokenPipe
-        )
+        && err.kind().is_broken_connection()
 }
 
 /// The response body, read with its attempt current (limits, kill switch, progress).

@@ -348,3 +348,12 @@ pub fn imf_fixdate(t: std::time::SystemTime) -> String {
         rem % 60
     )
 }
+
+/// Without the retry records and the attempts' timings, to compare a recovered response
+/// with a clean one.
+pub fn without_retries(response: &oai_sse::ChatResponse) -> oai_sse::ChatResponse {
+    let mut response = response.clone();
+    response.retries.clear();
+    response.timings.attempts.clear();
+    response
+}

@@ -681,15 +681,7 @@ struct Out<'a> {
 
 impl Out<'_> {
     fn text(&mut self, buf: &mut String, field: TextField, text: &str) -> Result<(), ChatError> {
-        let (start, end) = self.budget.append(buf, text)?;
-        *self.has_output = true;
-        self.pending.push_back(Pending::Text {
-            at: self.at,
-            field,
-            start,
-            end,
-        });
-        Ok(())
+        self.push_text(buf, field, text, false)
     }
 
     /// Like [`text`](Self::text), but text that continues the last queued event of the same
@@ -700,6 +692,16 @@ impl Out<'_> {
         field: TextField,
         text: &str,
     ) -> Result<(), ChatError> {
+        self.push_text(buf, field, text, true)
+    }
+
+    fn push_text(
+        &mut self,
+        buf: &mut String,
+        field: TextField,
+        text: &str,
+        merge: bool,
+    ) -> Result<(), ChatError> {
         let (start, end) = self.budget.append(buf, text)?;
         *self.has_output = true;
         if let Some(Pending::Text {
@@ -707,7 +709,7 @@ impl Out<'_> {
             field: last,
             end: last_end,
             ..
-        }) = self.pending.back_mut()
+        }) = self.pending.back_mut().filter(|_| merge)
             && *at == self.at
             && *last == field
             && *last_end == start
