@@ -108,12 +108,13 @@ fn dial_failure(
 }
 
 /// Marks the attempt connected once the whole chain (TCP, proxy tunnel, TLS) is up, so a
-/// failure before that is labelled by where it happened.
+/// failure before that is labelled by where it happened; and wraps the connection in
+/// [`HttpBytes`].
 #[derive(Debug)]
 pub(crate) struct MarkConnected;
 
 impl<In: Transport> Connector<In> for MarkConnected {
-    type Out = In;
+    type Out = HttpBytes<In>;
 
     fn connect(
         &self,
@@ -123,7 +124,46 @@ impl<In: Transport> Connector<In> for MarkConnected {
         if let Some(io) = attempt::current() {
             io.mark_connected();
         }
-        Ok(chained)
+        Ok(chained.map(|inner| HttpBytes { inner }))
+    }
+}
+
+/// The top of the chain: counts the bytes of the HTTP response that reach ureq (plain text,
+/// after TLS), so "no byte of the response arrived" means just that. The socket below also
+/// sees TLS records that carry no response: a `close_notify` from a server closing an idle
+/// connection, or session tickets.
+#[derive(Debug)]
+pub(crate) struct HttpBytes<T> {
+    inner: T,
+}
+
+impl<T: Transport> Transport for HttpBytes<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let before = self.inner.buffers().input().len();
+        let progress = self.inner.await_input(timeout)?;
+        let after = self.inner.buffers().input().len();
+        if after > before {
+            if let Some(io) = attempt::current() {
+                io.saw_response_bytes(after - before);
+            }
+        }
+        Ok(progress)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
     }
 }
 
