@@ -248,18 +248,28 @@ fn ureq_duration(timeout: NextTimeout) -> Option<Duration> {
 }
 
 /// Sets a socket timeout if it changed. A zero timeout is not allowed: the caller handles
-/// "no time left" before doing I/O.
+/// "no time left" before doing I/O. Timeouts are rounded up to whole milliseconds: the time
+/// left is a few microseconds less at each read (the idle limit runs from the last read), and
+/// rounded it matches the timeout already set, so a read costs no extra system call.
 fn update(
     cache: &mut Option<Duration>,
     want: Option<Duration>,
     set: impl FnOnce(Option<Duration>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let want = want.map(|d| d.max(Duration::from_millis(1)));
+    let want = want.map(whole_ms);
     if *cache != want {
         set(want)?;
         *cache = want;
     }
     Ok(())
+}
+
+/// `d` rounded up to whole milliseconds, at least one.
+fn whole_ms(d: Duration) -> Duration {
+    let ms = d
+        .as_millis()
+        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).max(Duration::from_millis(1))
 }
 
 fn timed_out(err: &io::Error) -> bool {
@@ -347,5 +357,25 @@ impl Transport for Socket {
         let open =
             matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         open && stream.set_nonblocking(false).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds() {
+        let table = [
+            (Duration::ZERO, 1),
+            (Duration::from_nanos(1), 1),
+            (Duration::from_micros(1500), 2),
+            (Duration::from_millis(250), 250),
+            (Duration::from_secs(60) - Duration::from_micros(7), 60_000),
+        ];
+        for (d, want) in table {
+            assert_eq!(whole_ms(d), Duration::from_millis(want), "{d:?}");
+        }
+        assert!(whole_ms(Duration::MAX) >= Duration::from_secs(u64::MAX / 1000));
     }
 }
