@@ -49,7 +49,7 @@ fn main() {
     };
     if wants("e2e") {
         match &builds {
-            Some([Ok(default), _]) => println!("{}", e2e_section(default)),
+            Some([Ok(default), _]) => println!("{}", e2e_section(default, &args)),
             Some([Err(e), _]) => println!("End to end: skipped, the binary did not build: {e}\n"),
             None => unreachable!(),
         }
@@ -451,7 +451,12 @@ fn fmt_mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn e2e_section(build: &size::Build) -> String {
+/// `--baseline=PATH`: also measure that (older) `oai-sse` binary, interleaved with this one.
+fn e2e_section(build: &size::Build, args: &[String]) -> String {
+    let baseline = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--baseline="))
+        .map(std::path::PathBuf::from);
     let mut out = String::from("### End to end over loopback\n\n");
     let _ = writeln!(
         out,
@@ -467,14 +472,23 @@ fn e2e_section(build: &size::Build) -> String {
         (e2e::LONG - e2e::SHORT) / 1000
     );
     eprintln!("end to end: oai-sse");
-    let ours = e2e::oai_sse(&build.binary);
+    let (ours, base) = match &baseline {
+        Some(path) => match e2e::oai_sse_against(&build.binary, path) {
+            Ok((ours, base)) => (Ok(ours), Some(Ok(base))),
+            Err(e) => (Err(e.clone()), Some(Err(e))),
+        },
+        None => (e2e::oai_sse(&build.binary), None),
+    };
     eprintln!("end to end: Python SDK");
     let python = e2e::python_sdk().and_then(|p| e2e::python(&p));
     let _ = writeln!(
         out,
         "| client | runs | wall, 50k chunks | CPU, 50k chunks | CPU per chunk (whole run) | CPU per chunk (marginal) | peak RSS, 10k | peak RSS, 50k |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for client in [&ours, &python] {
+    for client in [Some(&ours), base.as_ref(), Some(&python)]
+        .into_iter()
+        .flatten()
+    {
         match client {
             Ok(c) => {
                 let _ = writeln!(
@@ -515,6 +529,21 @@ fn e2e_section(build: &size::Build) -> String {
             let _ = writeln!(
                 out,
                 "- CPU against the Python SDK: not measured (see the table)"
+            );
+        }
+        if let Some(Ok(base)) = &base {
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-12);
+            let whole = ratio(ours.cpu_per_chunk(), base.cpu_per_chunk());
+            let marginal = ratio(ours.marginal_cpu_per_chunk(), base.marginal_cpu_per_chunk());
+            let _ = writeln!(
+                out,
+                "- CPU per chunk no worse than the baseline binary's (within 5%): {} ({whole:.2}x \
+                 over the whole run, {marginal:.2}x per marginal chunk)",
+                if whole <= 1.05 && marginal <= 1.05 {
+                    "met"
+                } else {
+                    "MISSED"
+                },
             );
         }
         let rss = ours.long.max_rss_kib;
