@@ -7,7 +7,7 @@
 use crate::cancel::CancelHandle;
 use crate::error::{AfterRetries, Error};
 use crate::kind::{RetryAction, RetryRecord};
-use crate::retry::{Decision, RetryPolicy, Rng, Situation, decide, server_down};
+use crate::retry::{Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, server_down};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,9 +40,40 @@ pub(crate) enum Wait {
     /// The backoff, but no longer than this (the first resume: the generation keeps
     /// running on the server while we wait).
     AtMost(Duration),
-    /// Exactly this long (an event stream's `retry:` reconnection time).
-    #[allow(dead_code)] // for the generic event source
-    Exactly(Duration),
+    /// An event stream's reconnection time (its last `retry:` field), jittered upwards only
+    /// (the server asked for at least this) and capped at the policy's `max_retry_after`.
+    /// The first retry of a budget waits it, or the server's `Retry-After` if longer; later
+    /// retries in a row wait the larger of it and the backoff.
+    ReconnectionTime(Duration),
+}
+
+/// Why a reconnect waits as long as it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DelaySource {
+    /// The retry policy's exponential backoff.
+    Backoff,
+    /// The server's `Retry-After` (or `retry-after-ms`) header on a 429/503-like answer.
+    RetryAfter,
+    /// The event stream's `retry:` field (its reconnection time).
+    RetryField,
+}
+
+impl DelaySource {
+    /// A short lowercase name: `backoff`, `Retry-After`, `retry field`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Backoff => "backoff",
+            Self::RetryAfter => "Retry-After",
+            Self::RetryField => "retry field",
+        }
+    }
+}
+
+impl fmt::Display for DelaySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// One call's attempts.
@@ -127,6 +158,19 @@ impl Attempts {
         self.down_since = None;
     }
 
+    /// A connection of a long-lived stream worked (it delivered something): the next
+    /// failure starts a new outage, with the whole retry budget, `max_elapsed` counted from
+    /// it, and attempts and history counted afresh. Without this, a feed that runs for days
+    /// would spend a lifetime budget of a few retries on unrelated outages.
+    pub(crate) fn fresh_budget(&mut self) {
+        self.started = Instant::now();
+        self.attempt = 1;
+        self.counted = 0;
+        self.down_retries = 0;
+        self.down_since = None;
+        self.history.clear();
+    }
+
     /// After the current attempt failed with `err`: decides whether to try again and, if
     /// so, tells the hook, records the retry, waits and moves to the next attempt.
     ///
@@ -142,6 +186,28 @@ impl Attempts {
         restart_after_output: bool,
         wait: Wait,
     ) -> Result<(), Error> {
+        let (delay, _) = self.schedule(err, action, restart_after_output, wait)?;
+        if !self.cancel.sleep(delay) {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// [`retry`](Self::retry) without the wait: decides, tells the hook, records the retry
+    /// and moves to the next attempt; returns how long to wait before it, and why that long.
+    /// The caller sleeps (with [`CancelHandle::sleep`]) — an event source first hands the
+    /// reconnect to its caller.
+    ///
+    /// # Errors
+    ///
+    /// As [`retry`](Self::retry), but never [`Error::Cancelled`] from a wait.
+    pub(crate) fn schedule(
+        &mut self,
+        err: Error,
+        action: RetryAction,
+        restart_after_output: bool,
+        wait: Wait,
+    ) -> Result<(Duration, DelaySource), Error> {
         let down = server_down(&err);
         if down && self.down_since.is_none() {
             self.down_since = Some(Instant::now());
@@ -157,13 +223,8 @@ impl Attempts {
             deadline: self.deadline,
             server_down_for: self.down_since.map(|since| since.elapsed()),
         };
-        let delay = match decide(
-            &err,
-            &self.policy,
-            &situation,
-            SystemTime::now(),
-            &mut self.rng,
-        ) {
+        let now = SystemTime::now();
+        let delay = match decide(&err, &self.policy, &situation, now, &mut self.rng) {
             Decision::Retry(delay) => delay,
             Decision::GiveUp => {
                 log::debug!("attempt {} failed, not retried: {err}", self.attempt);
@@ -174,11 +235,36 @@ impl Attempts {
                 return Err(self.give_up(err, true));
             }
         };
-        let delay = match wait {
-            Wait::Backoff => delay,
-            Wait::AtMost(most) => delay.min(most),
-            Wait::Exactly(exactly) => exactly,
+        let server_delay = matches!(
+            classify(&err, &self.policy, now),
+            Verdict::Transient {
+                server_delay: Some(_)
+            }
+        );
+        let decided = if server_delay {
+            DelaySource::RetryAfter
+        } else {
+            DelaySource::Backoff
         };
+        let (delay, source) = match wait {
+            Wait::Backoff => (delay, decided),
+            Wait::AtMost(most) => (delay.min(most), decided),
+            Wait::ReconnectionTime(time) => {
+                let time = self.jitter_up(time);
+                let first = self.counted + self.down_retries == 0;
+                if server_delay && delay > time {
+                    (delay, DelaySource::RetryAfter)
+                } else if first || time >= delay {
+                    (time, DelaySource::RetryField)
+                } else {
+                    (delay, DelaySource::Backoff)
+                }
+            }
+        };
+        let elapsed = self.started.elapsed().saturating_add(delay);
+        if self.policy.max_elapsed.is_some_and(|most| elapsed >= most) {
+            return Err(self.give_up(err, true));
+        }
         if let Some((left, _)) = self
             .deadline()
             .map(|(end, total)| (end.saturating_duration_since(Instant::now()), total))
@@ -188,10 +274,15 @@ impl Attempts {
             }
         }
         self.record(&err, action, delay, down);
-        if !self.cancel.sleep(delay) {
-            return Err(Error::Cancelled);
-        }
-        Ok(())
+        Ok((delay, source))
+    }
+
+    /// `time × (1 + jitter × u)`, `u` uniform in [0, 1), at most `max_retry_after`.
+    fn jitter_up(&mut self, time: Duration) -> Duration {
+        let cap = self.policy.max_retry_after;
+        let time = time.min(cap);
+        let spread = 1.0 + self.policy.jitter.clamp(0.0, 1.0) * self.rng.next_f64();
+        Duration::try_from_secs_f64(time.as_secs_f64() * spread).map_or(time, |d| d.min(cap))
     }
 
     /// Moves to the next attempt at once, without a retry decision: a resume the server
@@ -220,7 +311,14 @@ impl Attempts {
 
     fn record(&mut self, err: &Error, action: RetryAction, delay: Duration, down: bool) {
         let retry = self.counted + self.down_retries + 1;
-        log::warn!(
+        // An event source reconnecting after a connection that delivered is routine.
+        let level = if retry == 1 && matches!(action, RetryAction::Reconnected { .. }) {
+            log::Level::Info
+        } else {
+            log::Level::Warn
+        };
+        log::log!(
+            level,
             "retry {retry}/{} ({}) after {} ms: {err}",
             self.policy.max_retries,
             action_name(&action),
@@ -268,5 +366,145 @@ fn action_name(action: &RetryAction) -> &'static str {
         RetryAction::Restarted => "restart",
         RetryAction::Resumed { .. } => "resume",
         RetryAction::Reconnected { .. } => "reconnect",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ApiError;
+    use crate::error::HttpError;
+    use crate::kind::FailureKind;
+    use std::io;
+
+    fn eof() -> Error {
+        Error::io(FailureKind::UnexpectedEof, io::Error::other("cut"))
+    }
+
+    fn status(code: u16, retry_after: Option<&str>) -> Error {
+        Error::Http(Box::new(HttpError {
+            status: code,
+            error: ApiError::default(),
+            retry_after: retry_after.map(str::to_owned),
+            retry_after_ms: None,
+            should_retry: None,
+        }))
+    }
+
+    fn attempts(jitter: f64) -> Attempts {
+        let policy = RetryPolicy {
+            jitter,
+            ..RetryPolicy::default()
+        };
+        Attempts::new(policy, CancelHandle::new(), None, Some(7), None)
+    }
+
+    fn reconnect() -> RetryAction {
+        RetryAction::Reconnected {
+            last_event_id: None,
+        }
+    }
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn reconnection_time_first_then_the_larger_of_it_and_the_backoff() {
+        use DelaySource::{Backoff, RetryAfter, RetryField};
+        let r = Wait::ReconnectionTime;
+        // (error, wait, want): one sequence of failures in a row per block; backoff is
+        // 250 ms × 2ⁿ⁻¹ without jitter.
+        type Row = (Error, Wait, (Duration, DelaySource));
+        let table: &[&[Row]] = &[
+            &[
+                (eof(), r(ms(300)), (ms(300), RetryField)),
+                (eof(), r(ms(300)), (ms(500), Backoff)),
+                (eof(), r(ms(300)), (ms(1000), Backoff)),
+            ],
+            &[
+                // The first retry waits the reconnection time even below the backoff.
+                (eof(), r(ms(10)), (ms(10), RetryField)),
+                (eof(), r(ms(2000)), (ms(2000), RetryField)),
+            ],
+            &[
+                (eof(), Wait::Backoff, (ms(250), Backoff)),
+                (status(429, Some("1")), r(ms(300)), (ms(1000), RetryAfter)),
+                (status(429, Some("1")), r(ms(3000)), (ms(3000), RetryField)),
+            ],
+            &[(status(429, Some("1")), r(ms(300)), (ms(1000), RetryAfter))],
+            // A reconnection time beyond max_retry_after (60 s) is cut to it.
+            &[(eof(), r(ms(3_600_000)), (ms(60_000), RetryField))],
+        ];
+        for (i, sequence) in table.iter().enumerate() {
+            let mut attempts = attempts(0.0);
+            for (n, (err, wait, want)) in sequence.iter().enumerate() {
+                let got = attempts
+                    .schedule(err.clone(), reconnect(), false, *wait)
+                    .expect("retried");
+                assert_eq!(got, *want, "sequence {i}, retry {}", n + 1);
+                assert_eq!(attempts.attempt(), n as u32 + 2);
+            }
+        }
+    }
+
+    #[test]
+    fn reconnection_time_jitters_upwards_only() {
+        let mut attempts = attempts(0.2);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let (delay, _) = attempts
+                .schedule(eof(), reconnect(), false, Wait::ReconnectionTime(ms(300)))
+                .expect("retried");
+            assert!(delay >= ms(300) && delay < ms(360), "{delay:?}");
+            seen.insert(delay);
+            attempts.fresh_budget();
+        }
+        assert!(seen.len() > 100, "jitter should spread the waits");
+    }
+
+    #[test]
+    fn a_fresh_budget_renews_retries_and_history() {
+        let mut attempts = attempts(0.0);
+        for _ in 0..3 {
+            for _ in 0..3 {
+                attempts
+                    .schedule(eof(), reconnect(), false, Wait::Backoff)
+                    .expect("within the budget");
+            }
+            assert_eq!(attempts.history().len(), 3);
+            attempts.fresh_budget();
+            assert_eq!((attempts.attempt(), attempts.history().len()), (1, 0));
+        }
+        for _ in 0..3 {
+            attempts
+                .schedule(eof(), reconnect(), false, Wait::Backoff)
+                .expect("within the budget");
+        }
+        let err = attempts
+            .schedule(eof(), reconnect(), false, Wait::Backoff)
+            .expect_err("budget spent");
+        match err {
+            Error::AfterRetries(after) => {
+                assert!(after.exhausted);
+                assert_eq!((after.attempts, after.history.len()), (4, 3));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn max_elapsed_counts_the_final_wait() {
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            max_elapsed: Some(ms(1000)),
+            ..RetryPolicy::default()
+        };
+        let mut attempts = Attempts::new(policy, CancelHandle::new(), None, None, None);
+        // The backoff (250 ms) fits; a 5 s reconnection time does not.
+        let err = attempts
+            .schedule(eof(), reconnect(), false, Wait::ReconnectionTime(ms(5000)))
+            .expect_err("over max_elapsed");
+        assert_eq!(err.kind(), FailureKind::UnexpectedEof);
     }
 }

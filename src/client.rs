@@ -10,21 +10,25 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::sse::Limits as SseLimits;
 use crate::stream::ChatStream;
-use crate::transport::{self, Limits, TlsSettings, Transport};
+use crate::stream::ERROR_BODY_TIME;
+use crate::transport::{self, AttemptIo, Limits, Request, TlsSettings, Transport};
 use std::fmt;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use ureq::http::{HeaderName, HeaderValue};
+use ureq::http::{HeaderName, HeaderValue, Method};
 
 /// How long the rest of a complete response (the chunked terminator) may take before the
 /// connection is dropped instead of pooled.
-const DRAIN_LIMIT: Duration = Duration::from_millis(250);
+const DRAIN_LIMIT: Duration = Duration::from_millis(50);
 /// How long a server found without the stream-replay route is not asked again.
 const REPLAY_MEMORY: Duration = Duration::from_secs(600);
+/// Most bytes read from a model list.
+const MAX_MODEL_LIST: u64 = 1 << 20;
 /// Events a [`ChatThread`] channel holds before the call waits for its reader.
 const THREAD_CHANNEL: usize = 64;
 
@@ -100,6 +104,7 @@ pub struct ClientBuilder {
     roots_from_env: bool,
     platform_verifier: bool,
     pinned: Vec<(String, Vec<IpAddr>)>,
+    split_think: bool,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -118,6 +123,7 @@ impl fmt::Debug for ClientBuilder {
             .field("proxy", &self.proxy)
             .field("root_certificates", &self.root_pems.len())
             .field("root_certificate_files", &self.root_files)
+            .field("split_think", &self.split_think)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +147,7 @@ impl Default for ClientBuilder {
             roots_from_env: true,
             platform_verifier: false,
             pinned: Vec::new(),
+            split_think: true,
         }
     }
 }
@@ -229,6 +236,16 @@ impl ClientBuilder {
     /// Bounds on the aggregated response.
     pub fn chat_limits(mut self, limits: ChatLimits) -> Self {
         self.chat_limits = limits;
+        self
+    }
+
+    /// Whether content that opens with `<think>` is split off as reasoning, up to
+    /// `</think>` (default true): models served without a reasoning parser (llama.cpp with
+    /// `--reasoning-format none`, older Ollama, some gateways) send their thinking that way.
+    /// It then arrives as [`StreamEvent::Reasoning`] and in the response's reasoning; see
+    /// [`Accumulator::split_think`](crate::Accumulator::split_think).
+    pub fn split_think(mut self, on: bool) -> Self {
+        self.split_think = on;
         self
     }
 
@@ -323,7 +340,14 @@ impl ClientBuilder {
         for path in &self.root_files {
             tls.add_pem_file(path)?;
         }
-        if !tls.has_roots() && self.roots_from_env {
+        // The environment's bundle matters only for HTTPS (and costs a parse of a few
+        // hundred certificates), so a plain-HTTP client skips it.
+        let https = self
+            .base_url
+            .trim_start()
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if !tls.has_roots() && self.roots_from_env && https {
             if let Some(path) = std::env::var_os(transport::SSL_CERT_FILE).filter(|p| !p.is_empty())
             {
                 tls.add_pem_file(std::path::Path::new(&path))
@@ -353,7 +377,9 @@ impl ClientBuilder {
                 retry: self.retry,
                 sse_limits: self.sse_limits,
                 chat_limits: self.chat_limits,
+                split_think: self.split_think,
                 replay: Mutex::new(ReplayRoute::Unknown),
+                stream_options: AtomicBool::new(true),
             }),
         })
     }
@@ -366,6 +392,8 @@ pub(crate) struct Urls {
     pub chat: String,
     /// llama.cpp's stream replay: `GET`/`DELETE {base}/stream?conv_id=...`.
     pub stream: String,
+    /// The model list: `GET {base}/models`.
+    pub models: String,
 }
 
 impl Urls {
@@ -402,6 +430,7 @@ impl Urls {
         let urls = Self {
             chat: format!("{api}/chat/completions"),
             stream: format!("{api}/stream"),
+            models: format!("{api}/models"),
         };
         urls.chat
             .parse::<ureq::http::Uri>()
@@ -475,7 +504,7 @@ impl Flow for ControlFlow<()> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 /// What every call of a client shares.
@@ -489,8 +518,12 @@ pub(crate) struct Inner {
     pub retry: RetryPolicy,
     pub sse_limits: SseLimits,
     pub chat_limits: ChatLimits,
+    /// Whether a `<think>` block opening the content is split into reasoning.
+    pub split_think: bool,
     /// What is known about the server's stream-replay route.
     replay: Mutex<ReplayRoute>,
+    /// The server did not refuse `stream_options` (cleared when it does).
+    stream_options: AtomicBool,
 }
 
 /// What a client knows about its server's stream-replay route (`{base}/stream`).
@@ -517,6 +550,16 @@ impl Inner {
     /// Whether to try resuming on this server (it was not found without the route lately).
     pub(crate) fn replay_available(&self) -> bool {
         !matches!(self.replay_route(), ReplayRoute::Absent(_))
+    }
+
+    /// Whether to ask for usage with `stream_options` (the server did not refuse it).
+    pub(crate) fn stream_options_accepted(&self) -> bool {
+        self.stream_options.load(Ordering::Relaxed)
+    }
+
+    /// Remembers whether the server accepts `stream_options`.
+    pub(crate) fn set_stream_options_accepted(&self, accepted: bool) {
+        self.stream_options.store(accepted, Ordering::Relaxed);
     }
 
     /// Remembers what the server showed about the route.
@@ -665,6 +708,47 @@ impl Client {
         stream.finish()
     }
 
+    /// The ids of the models the server lists (`GET {base}/models`), in its order. One
+    /// attempt, no retries.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; a body that is not a model list is [`Error::Stream`] (malformed).
+    pub fn models(&self) -> Result<Vec<String>, Error> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            data: Vec<Model>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Model {
+            id: String,
+        }
+        let inner = &self.inner;
+        let deadline = inner
+            .deadline
+            .and_then(|d| Some((Instant::now().checked_add(d)?, d)));
+        let io = AttemptIo::new(&CancelHandle::new(), inner.limits, deadline);
+        let request = Request {
+            method: Method::GET,
+            url: &inner.urls.models,
+            headers: &inner.headers,
+            body: None,
+        };
+        let response = inner.transport.send(&request, &io)?;
+        if !(200..300).contains(&response.status) {
+            return Err(crate::stream::http_error(response));
+        }
+        let body = crate::stream::read_bounded(response.body, MAX_MODEL_LIST, ERROR_BODY_TIME);
+        let list: List = serde_json::from_slice(&body).map_err(|e| {
+            Error::Stream(crate::ChatError::MalformedChunk {
+                reason: format!("not a model list: {e}"),
+                snippet: String::from_utf8_lossy(body.get(..120).unwrap_or(&body)).into_owned(),
+            })
+        })?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
     /// Runs the call on a new thread and delivers owned events over a bounded channel.
     pub fn chat_in_thread(&self, request: ChatRequest, mut options: CallOptions) -> ChatThread {
         let cancel = options.cancel.get_or_insert_with(CancelHandle::new).clone();
@@ -706,6 +790,7 @@ mod tests {
             let want = Urls {
                 chat: format!("{api}/chat/completions"),
                 stream: format!("{api}/stream"),
+                models: format!("{api}/models"),
             };
             assert_eq!(Urls::from_base(base).ok(), Some(want), "{base}");
         }

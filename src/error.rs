@@ -4,8 +4,10 @@
 
 use crate::chat::{ApiError, ChatError};
 use crate::kind::{FailureKind, RetryRecord};
+use crate::redact::sanitize;
 use crate::retry::retry_after;
 use crate::sse::SseError;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use std::{fmt, io};
@@ -260,6 +262,52 @@ impl Error {
 
     pub(crate) fn io(kind: FailureKind, source: io::Error) -> Self {
         Self::Transport(TransportError::new(kind, source))
+    }
+
+    /// The error with every text that came from the server (error messages, types, codes,
+    /// snippets of bodies and chunks, content types) made fit for a human: `secrets` (the
+    /// client's API key, header values, passwords) and URL userinfo replaced by
+    /// `<redacted>`, terminal controls escaped. Errors reach logs, retry hooks and
+    /// terminals; a server that echoes the key back must not put it there.
+    pub(crate) fn sanitized(self, secrets: &[&str]) -> Self {
+        let clean = |text: String| match sanitize(&text, secrets) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(clean) => clean,
+        };
+        let clean_api = |api: ApiError| ApiError {
+            message: clean(api.message),
+            kind: api.kind.map(clean),
+            param: api.param.map(clean),
+            code: api.code.map(clean),
+        };
+        match self {
+            Self::Http(mut http) => {
+                http.error = clean_api(std::mem::take(&mut http.error));
+                Self::Http(http)
+            }
+            Self::Stream(ChatError::Api(api)) => {
+                Self::Stream(ChatError::Api(Box::new(clean_api(*api))))
+            }
+            Self::Stream(ChatError::MalformedChunk { reason, snippet }) => {
+                Self::Stream(ChatError::MalformedChunk {
+                    reason: clean(reason),
+                    snippet: clean(snippet),
+                })
+            }
+            Self::UnexpectedContentType {
+                content_type,
+                snippet,
+            } => Self::UnexpectedContentType {
+                content_type: clean(content_type),
+                snippet: clean(snippet),
+            },
+            Self::Config(message) => Self::Config(clean(message)),
+            Self::AfterRetries(mut after) => {
+                after.last = std::mem::replace(&mut after.last, Self::Cancelled).sanitized(secrets);
+                Self::AfterRetries(after)
+            }
+            other => other,
+        }
     }
 }
 

@@ -12,11 +12,15 @@
 //!   tool-call JSON) are retried with exponential backoff ([`retry`]); API errors are not.
 //!   On llama.cpp, a broken stream is *resumed* from where it broke (nothing generated
 //!   twice, a [`StreamEvent::Resumed`]); elsewhere it restarts (a [`StreamEvent::Restart`]).
+//! - [`EventSource`] ([`Client::events`]) reads any Server-Sent Events endpoint (feeds, MCP
+//!   streams, GET or POST) on the same pool and failure handling, reconnecting as the WHATWG
+//!   standard says: after the `retry:` time, with `Last-Event-ID`, nothing lost or doubled.
 //! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
 //!   usable on its own.
 //! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
+//! - [`redact`] keeps credentials and terminal control sequences out of what a human reads.
 //!
-//! Out of scope: async runtimes, HTTP/2, the non-chat endpoints.
+//! Out of scope: async runtimes, HTTP/2, the OpenAI endpoints other than chat completions.
 //!
 //! # Example
 //!
@@ -50,28 +54,33 @@ mod cancel;
 mod chat;
 mod client;
 mod error;
+mod event_source;
 mod kind;
 #[cfg(feature = "mock")]
 pub mod mock;
-#[allow(dead_code)] // sanitize and redact_secrets are wired in with the hostile-server work
-mod redact;
+pub mod redact;
 pub mod retry;
 pub mod sse;
 mod stream;
 mod transport;
 
-pub use attempts::{RetryHook, RetryNotice};
+pub use attempts::{DelaySource, RetryHook, RetryNotice};
 pub use cancel::CancelHandle;
 pub use chat::{
-    Accumulator, ApiError, ChatError, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
-    ChunkRef, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef, FunctionDeltaRef,
-    ImageUrl, Message, OwnedStreamEvent, Progress, Role, StreamEvent, StreamOptions, Tool,
-    ToolCall, ToolCallDeltaRef, Usage, response_from_completion_json,
+    Accumulator, ApiError, AttemptTimings, ChatError, ChatLimits, ChatRequest, ChatResponse,
+    Choice, ChoiceDelta, ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall,
+    FunctionDef, FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role,
+    ServerTimings, Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolCallDeltaRef,
+    ToolChoice, Usage, response_from_completion_json,
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
+pub use event_source::{
+    EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent, Reconnect, SourceEvent,
+};
 pub use kind::{FailureKind, RetryAction, RetryRecord};
 pub use retry::RetryPolicy;
+pub use sse::Limits as SseLimits;
 pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
 
 /// The README's examples, compiled and run as doc tests so they stay true.

@@ -22,13 +22,13 @@ use std::ops::Range;
 use memchr::memmem;
 
 /// What every hidden credential is replaced with.
-pub(crate) const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = "<redacted>";
 
 /// Secrets shorter than this many bytes are not searched for. A short "key" (`"x"`,
 /// `"none"`, `"EMPTY"`, which local servers are often given) would shred ordinary words all
 /// over the text and hides nothing worth hiding; real API keys are 20 bytes or more. A short
 /// proxy password inside a URL is still caught by the userinfo rules.
-pub(crate) const MIN_SECRET_LEN: usize = 8;
+pub const MIN_SECRET_LEN: usize = 8;
 
 /// `url` with its whole userinfo (`user:password@`, or a bare token `user@`) replaced by
 /// `<redacted>`: `http://alice:pw@host:8080/v1` → `http://<redacted>@host:8080/v1`.
@@ -40,7 +40,7 @@ pub(crate) const MIN_SECRET_LEN: usize = 8;
 /// `@` follows, everything up to the last `@` is redacted. Not caught: a username with an
 /// unencoded `/` whose text before the `/` looks like a host (`http://ab/cd:pw@host` reads
 /// as host `ab`, path `/cd:pw@host`, which is also how a client would use it).
-pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+pub fn redact_userinfo(url: &str) -> Cow<'_, str> {
     match userinfo_range(url) {
         Some(range) => Cow::Owned(replace_ranges(url, &[range])),
         None => Cow::Borrowed(url),
@@ -57,7 +57,7 @@ pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
 /// characters, and a secret split across two calls (redact whole texts, not stream pieces).
 /// Secrets shorter than [`MIN_SECRET_LEN`] bytes are ignored. Overlapping or adjacent
 /// occurrences, of one secret or several, become a single `<redacted>`.
-pub(crate) fn redact_secrets<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
+pub fn redact_secrets<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
     let mut found: Vec<Range<usize>> = Vec::new();
     for secret in secrets.iter().filter(|s| s.len() >= MIN_SECRET_LEN) {
         find_secret(text.as_bytes(), secret, &mut found);
@@ -85,7 +85,7 @@ pub(crate) fn redact_secrets<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str
 /// A backslash is not escaped, so a text that already contains the characters `\u{1b}`
 /// looks the same as an escaped ESC; that is harmless on a terminal and keeps ordinary text
 /// (paths, code) unchanged.
-pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
     let Some(first) = text.char_indices().find(|&(_, c)| is_unsafe_char(c)) else {
         return Cow::Borrowed(text);
     };
@@ -109,10 +109,60 @@ pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
 /// Meant for diagnostics (errors, logs, status lines). Model output shown as the answer
 /// should get [`escape_controls`] only, so an answer that mentions a URL with a password
 /// in it is shown as written.
-pub(crate) fn sanitize<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
+pub fn sanitize<'a>(text: &'a str, secrets: &[&str]) -> Cow<'a, str> {
     let text = escape_controls(text);
     let text = then(text, redact_urls_in_text);
     then(text, |t| redact_secrets(t, secrets))
+}
+
+/// The password of `url`'s userinfo (or its bare token, `https://TOKEN@host`), as written
+/// and, if it has `%` escapes, decoded: a server may echo either.
+pub(crate) fn userinfo_secrets(url: &str) -> Vec<Cow<'_, str>> {
+    let Some(range) = userinfo_range(url) else {
+        return Vec::new();
+    };
+    let userinfo = &url[range];
+    let password = userinfo.split_once(':').map_or(userinfo, |(_, p)| p);
+    let mut secrets = vec![Cow::Borrowed(password)];
+    if password.contains('%') {
+        if let Some(decoded) = percent_decode(password) {
+            secrets.push(Cow::Owned(decoded));
+        }
+    }
+    secrets
+}
+
+/// `%XX` escapes decoded, if the result is UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        let escaped = (c == b'%')
+            .then(|| Some(hex_value(*b.get(i + 1)?)? << 4 | hex_value(*b.get(i + 2)?)?))
+            .flatten();
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The secret of a header value the user set: the whole value and, for an
+/// `Authorization`-style `<scheme> <token>`, the token alone.
+pub(crate) fn header_secrets(value: &str) -> impl Iterator<Item = &str> {
+    let token = value
+        .split_once(' ')
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty() && !token.contains(' '));
+    std::iter::once(value).chain(token)
 }
 
 /// Applies `f` to a text that may already be owned, keeping the borrow when neither step

@@ -29,12 +29,13 @@
 use crate::attempts::{Attempts, Wait};
 use crate::cancel::CancelHandle;
 use crate::chat::{
-    Accumulator, ApiError, ChatRequest, ChatResponse, OwnedStreamEvent, Progress, StreamEvent,
-    response_from_completion_json,
+    Accumulator, ApiError, AttemptTimings, ChatError, ChatRequest, ChatResponse, Completion,
+    OwnedStreamEvent, ReadCompletionError, StreamEvent, StreamOptions, StreamTail, read_completion,
 };
 use crate::client::{CallOptions, Inner, ReplayRoute};
 use crate::error::{Error, HttpError};
 use crate::kind::{FailureKind, RetryAction};
+use crate::redact::redact_userinfo;
 use crate::sse::{EventReader, Item, ReadError};
 use crate::transport::{self, AttemptIo, BodyRead, Limits, Phase, Request, Response};
 use std::io::{BufReader, Read};
@@ -110,14 +111,49 @@ pub struct ChatStream {
     delivered: bool,
     /// The last push completed the response; hand out its events, then finish.
     completing: bool,
+    /// Every choice finished but `[DONE]` has not come: read what follows (the usage chunk,
+    /// `[DONE]`) for a moment before finishing.
+    tail: bool,
+    /// The client added `stream_options.include_usage` itself (the caller set none).
+    default_usage: bool,
+    /// The current attempt's clock, and the finished attempts' timings.
+    clock: Option<Clock>,
+    timings: Vec<AttemptTimings>,
     /// A POST with the conversation id went out and the call has not ended cleanly.
     generation_live: bool,
     state: State,
 }
 
+/// The current attempt's times.
+struct Clock {
+    attempt: u32,
+    io: Arc<AttemptIo>,
+    first_byte: Option<Duration>,
+    first_token: Option<Duration>,
+    last_token: Option<Duration>,
+}
+
+impl Clock {
+    fn since_start(&self) -> Duration {
+        self.io.started().elapsed()
+    }
+
+    fn timings(&self) -> AttemptTimings {
+        AttemptTimings {
+            attempt: self.attempt,
+            connect: self.io.connect_time(),
+            first_byte: self.first_byte,
+            first_token: self.first_token,
+            last_token: self.last_token,
+            total: self.since_start(),
+            bytes: self.io.received(),
+        }
+    }
+}
+
 /// The response being read.
 struct Open {
-    reader: EventReader<BufReader<BodyRead>>,
+    reader: EventReader<BufReader<TailRead>>,
     /// Offset of the body's first byte in the generation's event stream.
     base: u64,
     /// Whether this body is a replay (for choosing how to carry on after a failure).
@@ -171,14 +207,22 @@ impl ChatStream {
         let policy = options.retry.unwrap_or_else(|| client.retry.clone());
         let mut streaming = request.clone();
         streaming.stream = Some(true);
+        // Ask for usage unless the caller set stream options (or the server rejected them).
+        // Only a caller's own request makes the stream incomplete without the usage chunk.
+        let usage_requested = streaming.usage_requested();
+        let default_usage = streaming.stream_options.is_none() && client.stream_options_accepted();
+        if default_usage {
+            streaming.stream_options = Some(StreamOptions {
+                include_usage: true,
+            });
+        }
         let body = serde_json::to_vec(&streaming)
             .map_err(|e| Error::Config(format!("request does not serialize: {e}")))?;
         let conv_id = policy
             .resume
             .then(|| HeaderValue::from_str(&conversation_id()).ok())
             .flatten();
-        let acc = Accumulator::with_limits(streaming.usage_requested(), client.chat_limits)
-            .expect_choices(streaming.choices_requested());
+        let acc = new_accumulator(&client, usage_requested, streaming.choices_requested());
         let cancel = options.cancel.unwrap_or_default();
         Ok(Self {
             attempts: Attempts::new(
@@ -188,7 +232,7 @@ impl ChatStream {
                 options.jitter_seed,
                 client.deadline,
             ),
-            usage_requested: streaming.usage_requested(),
+            usage_requested,
             choices: streaming.choices_requested(),
             body,
             conv_id,
@@ -200,6 +244,10 @@ impl ChatStream {
             broken: None,
             delivered: false,
             completing: false,
+            tail: false,
+            default_usage,
+            clock: None,
+            timings: Vec::new(),
             generation_live: false,
             state: State::Running,
             client,
@@ -233,6 +281,11 @@ impl ChatStream {
         let event = self.acc.next_event();
         if event.as_ref().is_some_and(StreamEvent::is_output) {
             self.delivered = true;
+            if let Some(clock) = &mut self.clock {
+                let now = clock.since_start();
+                clock.first_token.get_or_insert(now);
+                clock.last_token = Some(now);
+            }
         }
         Ok(event)
     }
@@ -265,6 +318,8 @@ impl ChatStream {
                 let mut response = acc.partial_response();
                 response.stopped_by_caller = true;
                 response.retries = self.attempts.take_history();
+                self.stop_clock();
+                response.timings.attempts = std::mem::take(&mut self.timings);
                 response
             }
         };
@@ -308,34 +363,83 @@ impl ChatStream {
         let Some(open) = self.open.as_mut() else {
             return Ok(Step::Continue);
         };
+        let tail = self.tail;
         match open.reader.next_item() {
             Ok(Some(Item::Event(event))) => {
                 let pushed = self.acc.push_event(event.event, event.data);
                 self.offset = open.base + open.reader.position();
                 match pushed {
-                    Ok(Progress::Complete) => self.completing = true,
-                    Ok(Progress::Continue) => {}
+                    // After [DONE] nothing follows.
+                    Ok(Completion::Complete) if self.acc.saw_done() => self.completing = true,
+                    // Every choice finished: the usage chunk and [DONE] usually follow at
+                    // once; a server that holds the connection open gets a moment.
+                    Ok(Completion::Complete) if !tail => {
+                        self.tail = true;
+                        let drain = self.client.limits.drain;
+                        open.reader
+                            .get_ref()
+                            .attempt_io()
+                            .set_phase(Phase::Tail(drain));
+                    }
+                    Ok(_) => {}
+                    // Whatever breaks after the response was complete costs nothing.
+                    Err(_) if tail => self.completing = true,
                     Err(err) => return self.failed(err.into()),
                 }
                 Ok(Step::Continue)
             }
             Ok(Some(Item::Comment(_) | Item::Retry(_))) => Ok(Step::Continue),
+            Ok(None) if tail => self.complete(),
+            Err(_) if tail => self.complete(),
             Ok(None) => {
                 // Shutting a socket down (cancel, a limit) can look like a clean end.
-                let io = Arc::clone(open.reader.get_ref().get_ref().attempt());
+                let io = Arc::clone(open.reader.get_ref().attempt_io());
                 if let Some(err) = interrupted(&io) {
                     return self.failed(err);
                 }
                 match self.acc.check_complete() {
                     Ok(()) => self.complete(),
-                    Err(err) => self.failed(err.into()),
+                    Err(err) => {
+                        let err = self.error_in_tail().unwrap_or(err.into());
+                        self.failed(err)
+                    }
                 }
             }
             Err(ReadError::Io(err)) => {
-                let io = Arc::clone(open.reader.get_ref().get_ref().attempt());
-                self.failed(transport::read_error(err, &io))
+                let io = Arc::clone(open.reader.get_ref().attempt_io());
+                let err = match transport::read_error(err, &io) {
+                    Error::Cancelled => Error::Cancelled,
+                    err => self.error_in_tail().unwrap_or(err),
+                };
+                self.failed(err)
             }
             Err(ReadError::Sse(err)) => self.failed(err.into()),
+        }
+    }
+
+    /// Starts timing a new attempt on `io`.
+    fn start_clock(&mut self, io: &Arc<AttemptIo>) {
+        self.stop_clock();
+        self.clock = Some(Clock {
+            attempt: self.attempts.attempt(),
+            io: Arc::clone(io),
+            first_byte: None,
+            first_token: None,
+            last_token: None,
+        });
+    }
+
+    /// The response head arrived.
+    fn clock_first_byte(&mut self) {
+        if let Some(clock) = &mut self.clock {
+            clock.first_byte = Some(clock.since_start());
+        }
+    }
+
+    /// The current attempt ended: keep its timings.
+    fn stop_clock(&mut self) {
+        if let Some(clock) = self.clock.take() {
+            self.timings.push(clock.timings());
         }
     }
 
@@ -373,10 +477,11 @@ impl ChatStream {
         }
         let headers = self.headers(&extra);
         let io = self.attempt_io();
+        self.start_clock(&io);
         log::debug!(
             "attempt {}: POST {}",
             self.attempts.attempt(),
-            self.client.urls.chat
+            redact_userinfo(&self.client.urls.chat)
         );
         let request = Request {
             method: Method::POST,
@@ -392,8 +497,18 @@ impl ChatStream {
             Err(err) => return self.failed(err),
         };
         self.attempts.server_answered();
+        self.clock_first_byte();
         if !(200..300).contains(&response.status) {
             let err = http_error(response);
+            if self.default_usage && rejects_stream_options(&err) {
+                // Servers that do not know `stream_options` may refuse the request: send it
+                // again without, at once, and remember for this client.
+                log::debug!("the server rejects stream_options; sending without: {err}");
+                self.client.set_stream_options_accepted(false);
+                self.default_usage = false;
+                self.body = self.body_without_stream_options();
+                return Ok(Step::Continue);
+            }
             return self.failed(err);
         }
         if let Some(err) = unreadable_encoding(&response) {
@@ -409,21 +524,30 @@ impl ChatStream {
                 Ok(Step::Continue)
             }
             "application/json" => {
-                // A server that ignored `stream: true` sends the whole completion at once.
-                let limit = self.client.chat_limits.max_response_bytes as u64 + MAX_ERROR_BODY;
+                // A server that ignored `stream: true` sends the whole completion at once;
+                // it is decoded as it arrives, never held as a whole.
+                let max_response = self.client.chat_limits.max_response_bytes;
+                let max_body = max_response as u64 + MAX_ERROR_BODY;
                 let io = Arc::clone(response.body.attempt());
-                let mut text = Vec::new();
-                if let Err(err) = response.body.take(limit).read_to_end(&mut text) {
-                    return self.failed(transport::read_error(err, &io));
-                }
-                match response_from_completion_json(&text) {
+                let read = read_completion(
+                    response.body,
+                    max_body,
+                    max_response,
+                    self.client.split_think,
+                );
+                match read {
                     Ok(mut response) => {
+                        self.stop_clock();
                         response.retries = self.attempts.take_history();
+                        response.timings.attempts = std::mem::take(&mut self.timings);
                         self.generation_live = false;
                         self.state = State::Complete(Box::new(response));
                         Ok(Step::End)
                     }
-                    Err(err) => self.failed(err.into()),
+                    Err(ReadCompletionError::Io(err)) => {
+                        self.failed(transport::read_error(err, &io))
+                    }
+                    Err(ReadCompletionError::Chat(err)) => self.failed(err.into()),
                 }
             }
             _ => {
@@ -435,6 +559,15 @@ impl ChatStream {
                 })
             }
         }
+    }
+
+    /// The request body without `stream_options`.
+    fn body_without_stream_options(&self) -> Vec<u8> {
+        let mut value: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            object.remove("stream_options");
+        }
+        serde_json::to_vec(&value).unwrap_or_else(|_| self.body.clone())
     }
 
     /// Asks the server to replay the event stream from `from`; falls back to a restart if
@@ -454,7 +587,12 @@ impl ChatStream {
         )];
         let headers = self.headers(&extra);
         let io = self.attempt_io();
-        log::debug!("attempt {}: GET {url}", self.attempts.attempt());
+        self.start_clock(&io);
+        log::debug!(
+            "attempt {}: GET {}",
+            self.attempts.attempt(),
+            redact_userinfo(&url)
+        );
         let request = Request {
             method: Method::GET,
             url: &url,
@@ -467,6 +605,7 @@ impl ChatStream {
             Err(err) => return self.fall_back(Some(err)),
         };
         self.attempts.server_answered();
+        self.clock_first_byte();
         let status = response.status;
         let sse = response.media_type() == "text/event-stream";
         if status == 200 && sse && unreadable_encoding(&response).is_none() {
@@ -514,6 +653,7 @@ impl ChatStream {
     /// A resume could not be had: restart within the same budget, at once.
     fn fall_back(&mut self, why: Option<Error>) -> Result<Step, Error> {
         let why = why.unwrap_or_else(|| Error::Config("no conversation id to resume".into()));
+        let why = self.sanitized(why);
         let original = self.broken.take().unwrap_or_else(|| why.clone());
         match self.attempts.fall_back(&why, original, self.delivered) {
             Ok(()) => {
@@ -524,25 +664,57 @@ impl ChatStream {
         }
     }
 
-    fn event_reader(&self, body: BodyRead) -> EventReader<BufReader<BodyRead>> {
+    fn event_reader(&self, body: BodyRead) -> EventReader<BufReader<TailRead>> {
+        let body = TailRead {
+            body,
+            tail: StreamTail::default(),
+        };
         EventReader::with_limits(
             BufReader::with_capacity(READ_BUFFER, body),
             self.client.sse_limits,
         )
     }
 
+    /// An error the server wrote into the stream's last lines in a shape the SSE parser
+    /// skips (see `chat::tail`), for a stream that ended without completing.
+    fn error_in_tail(&self) -> Option<Error> {
+        let open = self.open.as_ref()?;
+        let api = open.reader.get_ref().get_ref().tail.error()?;
+        Some(Error::Stream(ChatError::Api(Box::new(api))))
+    }
+
+    /// `err` with the server's text made fit for logs, hooks and terminals: this client's
+    /// secrets redacted, controls escaped (see [`Error::sanitized`]).
+    fn sanitized(&self, err: Error) -> Error {
+        let client = &self.client;
+        let headers = client
+            .headers
+            .iter()
+            .filter(|(_, v)| v.is_sensitive())
+            .filter_map(|(_, v)| v.to_str().ok())
+            .flat_map(crate::redact::header_secrets);
+        let urls = crate::redact::userinfo_secrets(&client.urls.chat);
+        let secrets: Vec<&str> = headers
+            .chain(urls.iter().map(|s| s.as_ref()))
+            .chain(client.transport.proxy_password())
+            .collect();
+        err.sanitized(&secrets)
+    }
+
     /// The stream is complete: reach the end of the body so the connection is pooled, then
     /// check the response.
     fn complete(&mut self) -> Result<Step, Error> {
+        self.tail = false;
         if let Some(open) = self.open.take() {
             drain(open.reader.into_inner());
         }
-        let fresh = Accumulator::with_limits(self.usage_requested, self.client.chat_limits)
-            .expect_choices(self.choices);
+        self.stop_clock();
+        let fresh = new_accumulator(&self.client, self.usage_requested, self.choices);
         let acc = std::mem::replace(&mut self.acc, fresh);
         match acc.finish() {
             Ok(mut response) => {
                 response.retries = self.attempts.take_history();
+                response.timings.attempts = std::mem::take(&mut self.timings);
                 self.generation_live = false;
                 self.state = State::Complete(Box::new(response));
                 Ok(Step::End)
@@ -557,13 +729,19 @@ impl ChatStream {
 
     /// The attempt failed: resume, restart, or give up.
     fn failed(&mut self, err: Error) -> Result<Step, Error> {
+        self.stop_clock();
+        self.tail = false;
+        let err = self.sanitized(err);
         let open = self.open.take();
         let replaying = open.as_ref().is_some_and(|o| o.replay);
         drop(open);
         if matches!(err, Error::Cancelled) {
             return self.end(err);
         }
-        if self.can_resume(&err) {
+        // A replay that ended cleanly but incomplete is the whole generation: the server
+        // ended it that way, and replaying it again would end the same.
+        let generation_over = replaying && err.kind() == FailureKind::IncompleteStream;
+        if !generation_over && self.can_resume(&err) {
             let from = self.offset;
             let wait = if replaying
                 || self
@@ -624,8 +802,7 @@ impl ChatStream {
 
     /// The next attempt starts the answer over.
     fn restart(&mut self, reason: FailureKind) {
-        self.acc = Accumulator::with_limits(self.usage_requested, self.client.chat_limits)
-            .expect_choices(self.choices);
+        self.acc = new_accumulator(&self.client, self.usage_requested, self.choices);
         self.offset = 0;
         self.next = Next::Post;
         self.completing = false;
@@ -677,7 +854,7 @@ impl ChatStream {
         match self.client.transport.send(&request, &io) {
             Ok(response) => {
                 let status = response.status;
-                log::debug!("DELETE {url}: {status}");
+                log::debug!("DELETE {}: {status}", redact_userinfo(&url));
                 drain(response.body);
                 match status {
                     204 => self.client.set_replay_available(true),
@@ -687,7 +864,7 @@ impl ChatStream {
                 Some(status)
             }
             Err(err) => {
-                log::debug!("DELETE {url} failed: {err}");
+                log::debug!("DELETE {} failed: {err}", redact_userinfo(&url));
                 None
             }
         }
@@ -719,8 +896,17 @@ impl Iterator for ChatStream {
     }
 }
 
+/// Whether an error status says the server does not accept `stream_options`.
+fn rejects_stream_options(err: &Error) -> bool {
+    matches!(err, Error::Http(http) if matches!(http.status, 400 | 422)
+    && {
+        let message = http.error.message.to_ascii_lowercase();
+        message.contains("stream_options") || message.contains("include_usage")
+    })
+}
+
 /// Why the attempt was interrupted, if a limit or a cancel did it.
-fn interrupted(io: &AttemptIo) -> Option<Error> {
+pub(crate) fn interrupted(io: &AttemptIo) -> Option<Error> {
     io.interrupted().map(|(kind, limit)| match kind {
         FailureKind::Cancelled => Error::Cancelled,
         kind => Error::Transport(crate::error::TransportError::timeout(kind, limit)),
@@ -801,10 +987,31 @@ impl HasAttempt for BodyRead {
     }
 }
 
-impl HasAttempt for BufReader<BodyRead> {
+impl HasAttempt for BufReader<TailRead> {
     fn attempt_io(&self) -> &Arc<AttemptIo> {
-        self.get_ref().attempt()
+        self.get_ref().body.attempt()
     }
+}
+
+/// An event stream's body, keeping its last bytes for [`ChatStream::error_in_tail`].
+struct TailRead {
+    body: BodyRead,
+    tail: StreamTail,
+}
+
+impl Read for TailRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        self.tail.record(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// A fresh accumulator for this client's calls.
+fn new_accumulator(client: &Inner, usage_requested: bool, choices: u32) -> Accumulator {
+    Accumulator::with_limits(usage_requested, client.chat_limits)
+        .expect_choices(choices)
+        .split_think(client.split_think)
 }
 
 /// A fresh conversation id: 128 random bits as hex. The randomness comes from std's

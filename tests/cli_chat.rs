@@ -99,7 +99,11 @@ fn json_output_carries_the_retries() {
     // The mock replays the stream: resumed, not generated again.
     assert_eq!(retries[0]["action"], "resumed", "{retries:?}");
     assert!(retries[0]["offset"].as_u64().is_some(), "{retries:?}");
-    assert!(run.stderr.contains("resume at byte "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("resumed at byte ") && run.stderr.contains(" after unexpected eof"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(server.chat_request_count(), 1);
     assert_eq!(server.replay_count(), 1);
 }
@@ -214,11 +218,290 @@ fn usage_errors_exit_2() {
         &["--max-tokens", "many", "hi"][..],
         &["--idle-timeout", "-1", "hi"],
         &["--bogus", "hi"],
-        &["a", "b"],
+        &["--base-url", "ftp://nowhere", "hi"],
+        &["-H", "no colon", "hi"],
     ] {
         let run = chat(&server, bad, "");
         assert_eq!(run.code, 2, "{bad:?}: {}", run.stderr);
         assert_eq!(run.stderr.lines().count(), 1, "{bad:?}: {}", run.stderr);
     }
     assert_eq!(server.chat_request_count(), 0);
+}
+
+/// Runs `oai-sse` with `args` (no default base URL or model) and `stdin`.
+fn oai_sse(args: &[&str], stdin: &str) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_MODEL")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("RUST_LOG")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("ALL_PROXY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn oai-sse");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let _ = pipe.write_all(stdin.as_bytes());
+    drop(pipe);
+    let out = child.wait_with_output().expect("wait");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn prompt_words_are_joined_and_piped_stdin_follows_them() {
+    let server = MockServer::start(Script::new().text("ok")).unwrap();
+    let run = chat(&server, &["Review", "this", "diff"], "--- a\n+++ b\n");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = server.requests()[0].json.clone().unwrap();
+    assert_eq!(
+        sent["messages"][0]["content"],
+        "Review this diff\n\n--- a\n+++ b\n"
+    );
+    // Empty stdin adds nothing.
+    let run = chat(&server, &["hi", "there"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let sent = server.requests()[1].json.clone().unwrap();
+    assert_eq!(sent["messages"][0]["content"], "hi there");
+}
+
+#[test]
+fn without_a_model_the_servers_first_is_used() {
+    let server = MockServer::start(Script::new().text("ok").model("listed-model")).unwrap();
+    let url = server.base_url();
+    let run = oai_sse(&["chat", "--base-url", &url, "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let chat = server.chat_requests();
+    assert_eq!(chat[0].json.as_ref().unwrap()["model"], "listed-model");
+    assert!(server.requests().iter().any(|r| r.route() == "/models"));
+}
+
+#[test]
+fn short_flags_and_headers() {
+    let server = MockServer::start(Script::new().text("ok")).unwrap();
+    let url = server.base_url();
+    let run = oai_sse(
+        &[
+            "chat",
+            "--base-url",
+            &url,
+            "-m",
+            "m1",
+            "-s",
+            "terse",
+            "-H",
+            "X-Team: blue",
+            "-j",
+            "hi",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let out: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("json");
+    assert_eq!(out["choices"][0]["message"]["content"], "ok");
+    let sent = &server.chat_requests()[0];
+    assert_eq!(sent.header("x-team"), Some("blue"));
+    let json = sent.json.as_ref().unwrap();
+    assert_eq!(json["model"], "m1");
+    assert_eq!(json["messages"][0]["content"], "terse");
+}
+
+#[test]
+fn help_for_a_command() {
+    let run = oai_sse(&["help", "chat"], "");
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stdout.starts_with("usage: oai-sse chat"),
+        "{}",
+        run.stdout
+    );
+    let run = oai_sse(&["help", "nope"], "");
+    assert_eq!(run.code, 2);
+    assert_eq!(run.stderr.lines().count(), 1);
+}
+
+#[test]
+fn json_failure_is_a_json_object_on_stdout() {
+    let server = MockServer::start(
+        Script::new().fault(fault("status=429,message=slow down,retry-after-ms=1")),
+    )
+    .unwrap();
+    let run = chat(&server, &["--json", "--max-retries", "1", "-q", "hi"], "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let out: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("one JSON object");
+    assert_eq!(out["error"]["kind"], "http_status");
+    assert_eq!(out["error"]["status"], 429);
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("slow down")
+    );
+    assert_eq!(out["error"]["retries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn json_keeps_openais_key_order() {
+    let server = MockServer::start(Script::new().text("ok")).unwrap();
+    let run = chat(&server, &["--json", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let text = run.stdout.trim();
+    let keys = [
+        "\"id\"",
+        "\"object\"",
+        "\"created\"",
+        "\"model\"",
+        "\"choices\"",
+        "\"usage\"",
+        "\"retries\"",
+    ];
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| text.find(k).unwrap_or_else(|| panic!("{k} in {text}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{text}");
+}
+
+#[test]
+fn stats_line() {
+    let server = MockServer::start(
+        Script::new()
+            .text("one two three four")
+            .fault(fault("close-after=500,times=1")),
+    )
+    .unwrap();
+    let run = chat(&server, &["--stats", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("stats: "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(line.contains("first token after "), "{line}");
+    assert!(line.contains(" tokens"), "{line}");
+    assert!(line.contains("2 attempts (resumed at byte "), "{line}");
+    assert!(line.contains(" bytes"), "{line}");
+}
+
+#[test]
+fn deadline_ends_the_call() {
+    let server = MockServer::start(Script::new().fault(fault("stall-before=5"))).unwrap();
+    let start = std::time::Instant::now();
+    let run = chat(&server, &["--deadline", "0.5", "hi"], "");
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("deadline exceeded"), "{}", run.stderr);
+    assert!(start.elapsed() < std::time::Duration::from_secs(4));
+}
+
+#[test]
+fn several_choices_print_as_labelled_blocks() {
+    let server = MockServer::start(Script::new().text("hello there")).unwrap();
+    let dir = std::env::temp_dir().join(format!("oai-sse-n2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("request.json");
+    std::fs::write(
+        &file,
+        r#"{"model":"m","n":2,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .unwrap();
+    let run = chat(&server, &["--request", file.to_str().unwrap()], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // The mock answers one choice; the output is still a labelled block, not a bare line.
+    assert_eq!(run.stdout, "[choice 0]\nhello there\n");
+
+    std::fs::write(&file, r#"{"model":"m","messages":[]}"#).unwrap();
+    let run = chat(&server, &["--request", file.to_str().unwrap()], "");
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("has no messages"), "{}", run.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_closed_stdout_stops_the_call_quietly() {
+    // A long reply, read by a consumer that leaves after a few bytes (like `| head -c 10`).
+    let server = MockServer::start(
+        Script::new()
+            .text("word")
+            .repeat(20_000)
+            .fault(fault("slices=64,delay-ms=1")),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "chat",
+            "--base-url",
+            &server.base_url(),
+            "--model",
+            "m",
+            "hi",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 10];
+    std::io::Read::read_exact(&mut out, &mut first).expect("some output");
+    drop(out);
+    let start = std::time::Instant::now();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_the_line_and_exits_130() {
+    let server = MockServer::start(
+        Script::new()
+            .text("partial answer")
+            .fault(fault("stall-after=300,secs=30")),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args([
+            "chat",
+            "--base-url",
+            &server.base_url(),
+            "--model",
+            "m",
+            "hi",
+        ])
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Wait until the call is in flight, then interrupt it like a terminal would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.chat_request_count() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.is_empty() || stdout.ends_with('\n'), "{stdout:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end().lines().last(),
+        Some("interrupted"),
+        "{stderr}"
+    );
 }

@@ -80,20 +80,21 @@ fn run(args: &[&str], limit: Duration) -> (ExitStatus, String, String) {
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
-const SCENARIOS: [&str; 13] = [
+const SCENARIOS: [&str; 14] = [
     "FIN mid-stream",
+    "FIN, server without replay",
     "RST mid-stream",
     "stall past the idle timeout",
+    "no first byte in time",
+    "no [DONE], stream cut short",
     "429 + Retry-After: 1",
     "503 twice",
+    "502 HTML gateway page",
     "truncated tool-call JSON",
     "refused, then server up",
     "held open after finish",
     "400 (must not retry)",
     "500 + error body (must not retry)",
-    "no [DONE], stream cut short",
-    "502 HTML gateway page",
-    "no first byte in time",
 ];
 
 #[test]
@@ -102,14 +103,12 @@ fn demo_passes_every_scenario() {
     let (status, out, err) = run(&["demo"], Duration::from_secs(60));
     assert!(status.success(), "{status}\n{out}\n{err}");
     assert!(
-        out.contains("all 13 scenarios behaved as expected"),
+        out.contains("all 14 scenarios behaved as expected"),
         "{out}"
     );
-    // The live stream: partial answer, restart marker, whole answer.
-    assert!(
-        out.contains("⟲ restart (attempt 2: unexpected eof)"),
-        "{out}"
-    );
+    // The live stream: partial answer, resume marker, the rest of the answer.
+    assert!(out.contains("⟿ resumed at byte "), "{out}");
+    assert!(!out.contains("⟲ restart"), "{out}");
     let table = out
         .split_once(" #  scenario")
         .map(|(_, table)| table)
@@ -123,6 +122,17 @@ fn demo_passes_every_scenario() {
         assert!(row.contains(" yes "), "{row}");
     }
     assert!(table.contains("error (not retried): http 400"), "{table}");
+    // The action column: the first scenario resumed with one generation, the second (no
+    // replay route) restarted.
+    let row = |n: usize| {
+        table
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{n} ")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(row(1).contains("resumed at "), "{}", row(1));
+    assert!(row(2).contains("restarted"), "{}", row(2));
     eprintln!("demo took {:?}", start.elapsed());
 }
 
@@ -135,8 +145,11 @@ fn demo_json_reports_every_scenario() {
     let rows = report["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["scenario"].as_str()).collect();
     assert_eq!(names, SCENARIOS);
-    assert_eq!(rows[4]["attempts"], 3, "503 twice: {}", rows[4]);
-    assert_eq!(rows[8]["attempts"], 1, "400: {}", rows[8]);
+    assert_eq!(rows[7]["attempts"], 3, "503 twice: {}", rows[7]);
+    assert_eq!(rows[12]["attempts"], 1, "400: {}", rows[12]);
+    assert_eq!(rows[0]["generations"], 1, "resumed: {}", rows[0]);
+    assert_eq!(rows[0]["retries"][0]["action"], "resumed", "{}", rows[0]);
+    assert_eq!(rows[1]["generations"], 2, "restarted: {}", rows[1]);
 }
 
 /// A running `oai-sse mock` and its base URL; the rest of its stderr arrives on `log`.

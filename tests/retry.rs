@@ -63,12 +63,13 @@ fn call(
     (result, events)
 }
 
-/// Without the retry records, to compare a recovered response with a clean one.
+/// Without the retry records and the attempts' timings, to compare a recovered response
+/// with a clean one.
 fn without_retries(response: &ChatResponse) -> ChatResponse {
-    ChatResponse {
-        retries: Vec::new(),
-        ..response.clone()
-    }
+    let mut response = response.clone();
+    response.retries.clear();
+    response.timings.attempts.clear();
+    response
 }
 
 fn record(attempt: u32, reason: FailureKind, delay_ms: u64) -> RetryRecord {
@@ -220,7 +221,7 @@ fn reference(framing: Framing) -> Reference {
         head_len,
         complete_at,
         body_complete_at,
-        response,
+        response: without_retries(&response),
         events,
     }
 }

@@ -197,3 +197,55 @@ fn huge_event_from_many_lines_is_bounded_too() {
         "{err:?}"
     );
 }
+
+/// An `EventSource` over the mock's feed on loopback: the real path (transport, chunked
+/// body, reader, event source) allocates nothing per event once warm. The server runs on
+/// its own threads, whose allocations the thread-local counter does not see.
+///
+/// The parser's buffers grow until they hold the longest line split by a refill and the
+/// largest event copied whole; over loopback a refill splits a line only about once per
+/// 64 KiB (ureq's input buffer), so the warm-up is long (some 30 splits, each at a random
+/// place) and every event has the same size: the feed resumes after id 10000, so all ids
+/// have five digits.
+#[cfg(feature = "mock")]
+#[test]
+fn zero_allocations_per_event_through_an_event_source() {
+    use oai_sse::mock::{MockServer, Script};
+    use oai_sse::{EventSource, SourceEvent};
+
+    const SKIPPED: u64 = 10_000;
+    const WARM: u64 = 50_000;
+    const MEASURED: u64 = 10_000;
+    let server = MockServer::start(Script::new()).expect("mock server");
+    // One data line per event (the uncopied path) and three (copied into the parser's
+    // buffers); ids and event types on every event.
+    for shape in ["", "&multiline=1"] {
+        let count = SKIPPED + WARM + MEASURED;
+        let url = format!("{}/events?count={count}{shape}", server.base_url());
+        let mut source = EventSource::builder(url)
+            .last_event_id(SKIPPED.to_string())
+            .reconnect_on_eof(false)
+            .build()
+            .expect("source");
+        let (mut events, mut before, mut during) = (SKIPPED, 0, None);
+        while let Some(item) = source.next_event().expect("no failure") {
+            if let SourceEvent::Event(event) = item {
+                events += 1;
+                assert!(event.id.parse::<u64>() == Ok(events) && event.event == "tick");
+                if events == SKIPPED + WARM {
+                    before = allocs();
+                }
+                // Up to the last event: the end of the stream allocates (the connection
+                // goes back to the pool).
+                if events == count {
+                    during = Some(allocs() - before);
+                }
+            }
+        }
+        let during = during.expect("every event arrived");
+        assert_eq!(
+            during, 0,
+            "feed{shape}: {during} allocations over {MEASURED} events"
+        );
+    }
+}

@@ -1,12 +1,20 @@
 //! Errors reported by servers, read from any body shape: OpenAI's `{"error":{..}}`, plain
-//! strings, FastAPI's `detail`, gateways' HTML pages. Never panics, always short.
+//! strings, FastAPI's `detail`, gateways' HTML pages. Never panics, always short, and never
+//! larger in memory than a few KiB whatever the server sends (see [`ErrorValue`]).
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::fmt;
 
+use super::capped::{Capped, KeyWithin};
+
 /// An error reported by the server, in an HTTP error body or inside the stream.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// Deserializing accepts any JSON value and reads it as [`ApiError::from_value`] does,
+/// keeping at most a few KiB of it: an error object of megabytes costs no more memory than
+/// a small one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct ApiError {
     /// Human-readable message (or a cleaned-up snippet of a non-JSON body).
     pub message: String,
@@ -38,7 +46,7 @@ impl ApiError {
             return Self::with_message("empty error body".to_owned());
         }
         if matches!(trimmed.first(), Some(b'{' | b'"'))
-            && let Ok(v) = serde_json::from_slice::<Value>(trimmed)
+            && let Some(v) = error_value(trimmed)
         {
             return Self::from_value(&v);
         }
@@ -94,6 +102,153 @@ impl ApiError {
             message,
             ..Self::default()
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiError {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = ErrorValue { depth: 0 }.deserialize(d)?;
+        Ok(Self::from_value(&v))
+    }
+}
+
+/// A whole JSON text as an error value, read within the bounds of [`ErrorValue`]; `None` if
+/// it is not valid JSON.
+fn error_value(text: &[u8]) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let v = ErrorValue { depth: 0 }.deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    Some(v)
+}
+
+/// Reads an error value of any shape as a small [`Value`]: the fields an error is read from
+/// (`error`, `message`, `detail`, `type`, `param`, `code`) each get a room of their own, so
+/// a huge unknown field cannot crowd them out; other fields share a small one (they only
+/// matter for the fallback snippet). Whatever does not fit is skipped unbuilt, so the value
+/// is at most a few tens of KiB for any input.
+struct ErrorValue {
+    depth: u8,
+}
+
+impl ErrorValue {
+    /// Room for `message`, `detail` and a non-object `error`: the longest message kept,
+    /// at up to 4 bytes a character.
+    const TEXT_ROOM: usize = 4 * ApiError::MAX_MESSAGE_CHARS + 64;
+    /// Room for `type`, `param` and `code`.
+    const FIELD_ROOM: usize = 4 * ApiError::MAX_SNIPPET_CHARS;
+    /// Room shared by all other fields.
+    const OTHER_ROOM: usize = 4 * ApiError::MAX_SNIPPET_CHARS;
+}
+
+impl<'de> DeserializeSeed<'de> for ErrorValue {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// A value read within `room` bytes (`null` when nothing fits).
+fn capped_value<'de, D: Deserializer<'de>>(d: D, mut room: usize) -> Result<Value, D::Error> {
+    Ok(Capped { room: &mut room }
+        .deserialize(d)?
+        .unwrap_or(Value::Null))
+}
+
+impl<'de> Visitor<'de> for ErrorValue {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an error value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        let mut room = Self::TEXT_ROOM;
+        Ok(Capped { room: &mut room }
+            .visit_str(v)?
+            .unwrap_or(Value::Null))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        let mut room = Self::TEXT_ROOM;
+        Ok(Capped { room: &mut room }
+            .visit_seq(seq)?
+            .unwrap_or(Value::Null))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        let mut other_room = Self::OTHER_ROOM;
+        while let Some(key) = map.next_key_seed(KeyWithin {
+            room: Self::TEXT_ROOM,
+        })? {
+            let Some(key) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            let value = match key.as_str() {
+                "error" if self.depth < ApiError::MAX_DEPTH => map.next_value_seed(ErrorValue {
+                    depth: self.depth + 1,
+                })?,
+                "error" | "message" | "detail" => map.next_value_seed(Room(Self::TEXT_ROOM))?,
+                "type" | "param" | "code" => map.next_value_seed(Room(Self::FIELD_ROOM))?,
+                _ => {
+                    // Unknown fields share one room; one that does not fit is left out.
+                    let Some(mut room) = other_room.checked_sub(key.len() + 4) else {
+                        map.next_value::<IgnoredAny>()?;
+                        continue;
+                    };
+                    match map.next_value_seed(Capped { room: &mut room })? {
+                        Some(v) => {
+                            other_room = room;
+                            v
+                        }
+                        None => continue,
+                    }
+                }
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A value read within a room of its own (`null` when nothing fits).
+struct Room(usize);
+
+impl<'de> DeserializeSeed<'de> for Room {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        capped_value(d, self.0)
     }
 }
 
@@ -338,6 +493,57 @@ mod tests {
         let got = ApiError::from_body(long.as_bytes());
         assert_eq!(got.message.chars().count(), ApiError::MAX_SNIPPET_CHARS);
         assert!(got.message.ends_with("x x…"), "{}", got.message);
+    }
+
+    #[test]
+    fn huge_error_objects_are_read_within_a_few_kib() {
+        let zeros = format!("[{}0]", "0,".repeat(1_000_000));
+        let long = "m".repeat(100_000);
+        // (body, message, kind) — each body is megabytes; what is kept is bounded.
+        let cases = [
+            (
+                format!(
+                    r#"{{"junk":{zeros},"error":{{"junk":"{long}","message":"real","type":"t"}}}}"#
+                ),
+                "real".to_owned(),
+                Some("t"),
+            ),
+            // A non-object error is shown as its JSON text, cut at the message length.
+            (
+                format!(r#"{{"error":{zeros}}}"#),
+                format!("[{}0", "0,".repeat(999)),
+                None,
+            ),
+            (
+                format!(r#"{{"error":{{"message":"{long}","code":{zeros}}}}}"#),
+                "m".repeat(ApiError::MAX_MESSAGE_CHARS),
+                None,
+            ),
+            (
+                format!(r#"{{"detail":"{long}"}}"#),
+                "m".repeat(ApiError::MAX_MESSAGE_CHARS),
+                None,
+            ),
+        ];
+        for (body, message, kind) in cases {
+            for got in [
+                ApiError::from_body(body.as_bytes()),
+                serde_json::from_str::<ApiError>(&body).expect("any JSON is an error"),
+            ] {
+                assert_eq!(got.message, message, "{}", &body[..40]);
+                assert_eq!(got.kind.as_deref(), kind);
+                assert!(got.to_string().len() <= 4 * ApiError::MAX_MESSAGE_CHARS + 200);
+            }
+        }
+        // A body that is a bare array is shown as a text snippet; as JSON, as its text.
+        let snippet = ApiError::from_body(zeros.as_bytes()).message;
+        assert_eq!(snippet.chars().count(), ApiError::MAX_SNIPPET_CHARS);
+        let parsed = serde_json::from_str::<ApiError>(&zeros).map(|e| e.message);
+        assert_eq!(parsed.ok(), Some(format!("[{}0", "0,".repeat(999))));
+        // The error of a stream chunk is read the same way; `null` is no error.
+        let chunk: Option<crate::chat::ChunkRef<'_>> =
+            serde_json::from_str(r#"{"error":null,"choices":[]}"#).ok();
+        assert_eq!(chunk.map(|c| c.error), Some(None));
     }
 
     #[test]

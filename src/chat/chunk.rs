@@ -2,11 +2,11 @@
 //! SSE data where they contain no escapes.
 
 use serde::Deserialize;
-use serde_json::Value;
 use std::borrow::Cow;
 
+use super::api_error::ApiError;
 use super::lenient::{null_default, opt_cow};
-use super::response::Usage;
+use super::response::{ServerTimings, Usage};
 
 /// One `chat.completion.chunk`, borrowing its strings from the SSE data where they contain no
 /// escapes. Unknown fields (`timings`, `logprobs`, `obfuscation`, ...) are ignored and every
@@ -28,12 +28,17 @@ pub struct ChunkRef<'a> {
     /// Per-choice deltas; empty in a usage-only chunk.
     #[serde(borrow, default, deserialize_with = "null_default")]
     pub choices: Vec<ChoiceDelta<'a>>,
-    /// Token counts, usually only in the last chunk.
+    /// Token counts, usually only in the last chunk (on every chunk for vLLM's
+    /// `continuous_usage_stats`). Unknown fields are kept up to [`Usage::MAX_EXTRA_BYTES`].
     #[serde(default)]
     pub usage: Option<Usage>,
-    /// An error object a server sent instead of a chunk.
+    /// An error object a server sent instead of a chunk (read within a few KiB whatever
+    /// its size; `null` reads as none).
     #[serde(default)]
-    pub error: Option<Value>,
+    pub error: Option<ApiError>,
+    /// llama.cpp's own timings (prompt and generation), on some or all chunks.
+    #[serde(default)]
+    pub timings: Option<ServerTimings>,
 }
 
 /// The delta for one choice inside a [`ChunkRef`].
@@ -123,8 +128,14 @@ mod tests {
         let cases = [
             (r#"{}"#, ChunkRef::default()),
             (
-                r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":null,"usage":null,"error":null,"timings":{"predicted_n":3}}"#,
-                ChunkRef::default(),
+                r#"{"id":null,"model":null,"created":null,"system_fingerprint":null,"choices":null,"usage":null,"error":null,"timings":{"predicted_n":3,"extra":1}}"#,
+                ChunkRef {
+                    timings: Some(ServerTimings {
+                        predicted_n: 3,
+                        ..ServerTimings::default()
+                    }),
+                    ..ChunkRef::default()
+                },
             ),
             (
                 r#"{"choices":[{"index":null,"delta":null,"finish_reason":null,"logprobs":null}]}"#,

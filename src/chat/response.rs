@@ -1,34 +1,133 @@
 //! The aggregated response: what a stream adds up to (or what a server that ignored
 //! `stream` returns), its token usage, and the assistant message for the next turn.
 
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
 
+use super::capped::{Capped, json_len};
 use super::lenient::null_default;
 use super::message::{Content, Message, Role, ToolCall};
 use crate::kind::RetryRecord;
 
 /// Token counts. Missing or `null` counts read as 0; other fields (`completion_tokens_details`,
-/// `prompt_tokens_details`, ...) are kept in `extra`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// `prompt_tokens_details`, ...) are kept in `extra`, up to [`Usage::MAX_EXTRA_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Usage {
     /// Tokens in the prompt.
-    #[serde(default, deserialize_with = "null_default")]
     pub prompt_tokens: u64,
     /// Tokens generated.
-    #[serde(default, deserialize_with = "null_default")]
     pub completion_tokens: u64,
     /// Sum of both.
-    #[serde(default, deserialize_with = "null_default")]
     pub total_tokens: u64,
-    /// Everything else the server reported.
+    /// Everything else the server reported, as far as it fits in
+    /// [`Usage::MAX_EXTRA_BYTES`] (fields and elements that do not are dropped).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
+impl Usage {
+    /// Most bytes, as compact JSON, of the fields kept in [`Usage::extra`] (4 KiB: real
+    /// servers' token details take a few hundred). A server that sends more does not make
+    /// the client hold it, on every chunk that carries usage.
+    pub const MAX_EXTRA_BYTES: usize = 4 << 10;
+
+    /// The size of [`Usage::extra`] as compact JSON, escapes not counted: what holding it
+    /// is charged against the response budget.
+    pub(crate) fn extra_len(&self) -> usize {
+        self.extra
+            .iter()
+            .map(|(k, v)| k.len() + 4 + json_len(v))
+            .sum()
+    }
+}
+
+/// The fields of a usage object.
+enum UsageField {
+    Prompt,
+    Completion,
+    Total,
+    /// Another field, if its name fits in what is left of the extras' room.
+    Other(Option<String>),
+}
+
+struct UsageKey {
+    room: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for UsageKey {
+    type Value = UsageField;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<UsageField, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for UsageKey {
+    type Value = UsageField;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a usage field")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<UsageField, E> {
+        Ok(match v {
+            "prompt_tokens" => UsageField::Prompt,
+            "completion_tokens" => UsageField::Completion,
+            "total_tokens" => UsageField::Total,
+            other => UsageField::Other((other.len() + 4 <= self.room).then(|| other.to_owned())),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Usage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct UsageVisitor;
+
+        impl<'de> Visitor<'de> for UsageVisitor {
+            type Value = Usage;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a usage object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Usage, A::Error> {
+                let mut usage = Usage::default();
+                let mut room = Usage::MAX_EXTRA_BYTES;
+                while let Some(field) = map.next_key_seed(UsageKey { room })? {
+                    let count = match field {
+                        UsageField::Prompt => &mut usage.prompt_tokens,
+                        UsageField::Completion => &mut usage.completion_tokens,
+                        UsageField::Total => &mut usage.total_tokens,
+                        UsageField::Other(None) => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                        UsageField::Other(Some(name)) => {
+                            let mut left = room - (name.len() + 4);
+                            if let Some(v) = map.next_value_seed(Capped { room: &mut left })? {
+                                room = left;
+                                usage.extra.insert(name, v);
+                            }
+                            continue;
+                        }
+                    };
+                    *count = map.next_value::<Option<u64>>()?.unwrap_or(0);
+                }
+                Ok(usage)
+            }
+        }
+
+        d.deserialize_map(UsageVisitor)
+    }
+}
+
 /// A complete `chat.completion`: what a stream aggregates to, or what a server that ignored
-/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`),
-/// plus a `"retries"` array when the call needed retries.
+/// `stream` returns. Serializes to the OpenAI JSON shape (with `"object":"chat.completion"`,
+/// keys in OpenAI's order), plus a `"retries"` array (empty when the first attempt
+/// succeeded), `"stopped_by_caller": true` when so, and `"timings"`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 pub struct ChatResponse {
     /// Completion id.
@@ -56,6 +155,158 @@ pub struct ChatResponse {
     /// then (finish reasons may be missing, tool-call arguments cut).
     #[serde(default)]
     pub stopped_by_caller: bool,
+    /// How long each attempt took to connect, to answer, to the first and the last token;
+    /// and the server's own figures when it sends them.
+    #[serde(default)]
+    pub timings: Timings,
+}
+
+/// The timings of a call.
+///
+/// As JSON, llama.cpp's own `timings` object (its `prompt_n`, `prompt_ms`, `predicted_n`,
+/// `predicted_ms`) with an `attempts` array beside them, so a llama.cpp completion's
+/// `timings` reads as [`Timings::server`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// One entry per attempt, in order.
+    pub attempts: Vec<AttemptTimings>,
+    /// What the server reported (llama.cpp's `timings` object), if it did.
+    pub server: Option<ServerTimings>,
+}
+
+/// [`Timings`] on the wire: the server's fields flat, the attempts beside them.
+#[derive(Serialize, Deserialize)]
+struct TimingsWire {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attempts: Vec<AttemptTimings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    predicted_n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    predicted_ms: Option<f64>,
+}
+
+impl Serialize for Timings {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let server = self.server.as_ref();
+        TimingsWire {
+            attempts: self.attempts.clone(),
+            prompt_n: server.map(|t| t.prompt_n),
+            prompt_ms: server.map(|t| t.prompt_ms),
+            predicted_n: server.map(|t| t.predicted_n),
+            predicted_ms: server.map(|t| t.predicted_ms),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timings {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = TimingsWire::deserialize(d)?;
+        let any = wire.prompt_n.is_some()
+            || wire.prompt_ms.is_some()
+            || wire.predicted_n.is_some()
+            || wire.predicted_ms.is_some();
+        Ok(Self {
+            attempts: wire.attempts,
+            server: any.then(|| ServerTimings {
+                prompt_n: wire.prompt_n.unwrap_or_default(),
+                prompt_ms: wire.prompt_ms.unwrap_or_default(),
+                predicted_n: wire.predicted_n.unwrap_or_default(),
+                predicted_ms: wire.predicted_ms.unwrap_or_default(),
+            }),
+        })
+    }
+}
+
+impl Timings {
+    fn is_empty(&self) -> bool {
+        self.attempts.is_empty() && self.server.is_none()
+    }
+}
+
+/// One attempt, timed from its start. Durations serialize as milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptTimings {
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// Until the connection was up (TCP and TLS); `None` on a reused pooled connection.
+    #[serde(with = "millis_opt", default)]
+    pub connect: Option<Duration>,
+    /// Until the response head arrived.
+    #[serde(with = "millis_opt", default)]
+    pub first_byte: Option<Duration>,
+    /// Until the first content, reasoning or tool-call delta.
+    #[serde(with = "millis_opt", default)]
+    pub first_token: Option<Duration>,
+    /// Until the last one.
+    #[serde(with = "millis_opt", default)]
+    pub last_token: Option<Duration>,
+    /// Until the attempt ended.
+    #[serde(with = "millis")]
+    pub total: Duration,
+    /// Bytes received (status line and headers included).
+    pub bytes: u64,
+}
+
+/// The figures llama.cpp's server sends with its chunks (`timings`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServerTimings {
+    /// Prompt tokens evaluated (not taken from the cache).
+    #[serde(default)]
+    pub prompt_n: u64,
+    /// Time spent on them, in milliseconds.
+    #[serde(default)]
+    pub prompt_ms: f64,
+    /// Tokens generated.
+    #[serde(default)]
+    pub predicted_n: u64,
+    /// Time spent generating them, in milliseconds.
+    #[serde(default)]
+    pub predicted_ms: f64,
+}
+
+impl ServerTimings {
+    /// Generated tokens per second, by the server's clock.
+    pub fn tokens_per_second(&self) -> Option<f64> {
+        (self.predicted_ms > 0.0).then(|| self.predicted_n as f64 * 1000.0 / self.predicted_ms)
+    }
+}
+
+/// A duration as fractional milliseconds.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Ok(Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default())
+    }
+}
+
+/// An optional duration as fractional milliseconds (`null` when absent).
+mod millis_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let ms = Option::<f64>::deserialize(d)?;
+        Ok(ms.and_then(|ms| Duration::try_from_secs_f64(ms / 1000.0).ok()))
+    }
 }
 
 /// One choice of a [`ChatResponse`].
@@ -84,10 +335,11 @@ impl Serialize for ChatResponse {
             choices: &'r [Choice],
             #[serde(skip_serializing_if = "Option::is_none")]
             usage: Option<&'r Usage>,
-            #[serde(skip_serializing_if = "<[_]>::is_empty")]
             retries: &'r [RetryRecord],
             #[serde(skip_serializing_if = "std::ops::Not::not")]
             stopped_by_caller: bool,
+            #[serde(skip_serializing_if = "Timings::is_empty")]
+            timings: &'r Timings,
         }
         Shape {
             id: &self.id,
@@ -99,6 +351,7 @@ impl Serialize for ChatResponse {
             usage: self.usage.as_ref(),
             retries: &self.retries,
             stopped_by_caller: self.stopped_by_caller,
+            timings: &self.timings,
         }
         .serialize(s)
     }
@@ -266,7 +519,8 @@ mod tests {
             "usage": {
                 "prompt_tokens": 82, "completion_tokens": 17, "total_tokens": 99,
                 "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0}
-            }
+            },
+            "retries": []
         });
         assert_eq!(serde_json::to_value(&r).ok(), Some(want));
         let again: Option<ChatResponse> = serde_json::to_value(&r)

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// A usage mistake: printed as one line, exit status 2.
 #[derive(Debug)]
@@ -108,6 +109,19 @@ impl Args {
                 .parse()
                 .map(Some)
                 .map_err(|e| UsageError(format!("invalid value {text:?} for {name}: {e}"))),
+        }
+    }
+
+    /// The last value of an option as a positive number of seconds; consumes it.
+    pub fn seconds(&mut self, names: &[&str]) -> Result<Option<Duration>, UsageError> {
+        let name = names.first().copied().unwrap_or("option");
+        match self.value::<f64>(names)? {
+            None => Ok(None),
+            Some(s) => Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .map(Some)
+                .ok_or_else(|| UsageError(format!("{name} must be a positive number of seconds"))),
         }
     }
 

@@ -3,109 +3,140 @@
 use super::Failure;
 use super::args::{Args, UsageError};
 use oai_sse::{
-    CallOptions, ChatRequest, Client, Error, Message, RetryAction, RetryNotice, StreamEvent,
-    retry::RetryPolicy,
+    CallOptions, CancelHandle, ChatRequest, ChatResponse, Client, ClientBuilder, Error, Message,
+    RetryAction, RetryNotice, RetryPolicy, RetryRecord, StreamEvent,
 };
+use serde::Serialize;
 use std::io::{self, IsTerminal, Read, Write};
-use std::sync::Arc;
-use std::time::Duration;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub const HELP: &str = "\
-usage: oai-sse chat [options] [PROMPT]
+usage: oai-sse chat [options] [PROMPT...]
 
 Streams one chat completion. The reply goes to stdout as it arrives, reasoning to stderr.
 Transient failures (dropped or reset connections, stalls, 408/429/502/503/504, truncated
-tool-call JSON) are retried with exponential backoff; API errors are not.
+tool-call JSON) are retried with exponential backoff; a stream that breaks on llama.cpp is
+resumed where it broke, without generating anything twice. API errors are not retried.
 
-  PROMPT                    the user message; read from stdin when absent or `-`
+  PROMPT...                 the user message (words are joined); with input piped on stdin,
+                            the prompt, a blank line, then stdin (`chat \"Review this\" < a.diff`);
+                            without PROMPT, or with `-`, stdin alone
+  -m, --model NAME          model (default: $OPENAI_MODEL, else the request file's, else the
+                            first model the server lists, else none: llama.cpp needs none)
+  -s, --system TEXT         a system message first
+  -H, --header 'Name: value'  an extra request header (repeatable)
   --base-url URL            server (default: $OPENAI_BASE_URL, else http://127.0.0.1:8080/v1)
-  --model NAME              model (default: $OPENAI_MODEL)
-  --system TEXT             a system message first
   --max-tokens N            max_tokens
   --temperature F           temperature
-  --request FILE            send this JSON request body (messages, tools, ...); `stream` is
-                            forced on; the options above override its fields, PROMPT is
+  --request FILE            send this JSON request body (messages, tools, n, ...); `stream`
+                            is forced on; the options above override its fields, PROMPT is
                             appended as a user message
-  --json                    print nothing while streaming; print the aggregated response as
-                            one chat.completion JSON object with a \"retries\" array at the end
+  -j, --json                print nothing while streaming; print the response as one
+                            chat.completion JSON object (OpenAI's key order, plus \"retries\"
+                            and \"timings\"); on failure, {\"error\":{kind, message, status,
+                            retries}} on stdout (exit 1)
+  --stats                   after the reply, one line on stderr: time to first token,
+                            tokens and tokens/s, attempts (resumed, restarted), bytes
+  --cacert FILE             trust the CA certificates in this PEM file (instead of the
+                            built-in roots; $SSL_CERT_FILE is honoured too)
   --connect-timeout S       connect limit in seconds (default 10)
   --first-byte-timeout S    limit until the first response byte (default 300)
   --idle-timeout S          limit between reads of the stream (default 60)
-  --max-retries N           retries after the first attempt (default 3)
-  --no-mid-stream-retry     do not retry once output has been printed
-  --quiet                   no retry lines on stderr
-  -v                        debug logs on stderr (or set RUST_LOG)
+  --deadline S              limit on the whole call, retries included (default none)
+  --max-retries N           retries after the first attempt (default 3; 0: none at all)
+  --max-wait-for-server S   keep retrying a server that is down or loading (refused, 503)
+                            this long (default 120)
+  --no-resume               restart a broken stream instead of resuming it
+  --no-mid-stream-retry     do not restart once output has been printed (resuming is fine)
+  -q, --quiet               no retry lines on stderr
+  -v, --verbose             debug logs on stderr (or set RUST_LOG)
 
-The API key is read from $OPENAI_API_KEY. Errors print one line on stderr and exit 1;
-usage mistakes exit 2.";
+The API key is read from $OPENAI_API_KEY. With several choices (`n` in a --request file) the
+reply is printed at the end, one block per choice. Ctrl-C cancels the call, ends the line,
+prints `interrupted` and exits 130; a closed stdout (`| head`) stops the call quietly.
+Errors print one line on stderr and exit 1; usage mistakes exit 2.";
 
 /// Options taking a value, for the argument scanner.
 pub const TAKES_VALUE: &[&str] = &[
     "--base-url",
+    "-m",
     "--model",
+    "-s",
     "--system",
+    "-H",
+    "--header",
     "--max-tokens",
     "--temperature",
     "--request",
+    "--cacert",
     "--connect-timeout",
     "--first-byte-timeout",
     "--idle-timeout",
+    "--deadline",
     "--max-retries",
+    "--max-wait-for-server",
 ];
+
+/// Exit status after Ctrl-C (128 + SIGINT), as shells expect.
+const INTERRUPTED: u8 = 130;
 
 struct Settings {
     verbose: bool,
-    base_url: String,
-    request: ChatRequest,
     json: bool,
     quiet: bool,
-    connect: Option<Duration>,
-    first_byte: Option<Duration>,
-    idle: Option<Duration>,
-    retry: RetryPolicy,
+    stats: bool,
+    builder: ClientBuilder,
+    request: ChatRequest,
+    /// The model was not given anywhere: ask the server.
+    model_unknown: bool,
 }
 
-fn seconds(args: &mut Args, name: &str) -> Result<Option<Duration>, UsageError> {
-    match args.value::<f64>(&[name])? {
-        None => Ok(None),
-        Some(s) => Duration::try_from_secs_f64(s)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .map(Some)
-            .ok_or_else(|| UsageError(format!("{name} must be a positive number of seconds"))),
-    }
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 fn parse(mut args: Args) -> Result<Settings, Failure> {
     let base_url = args
         .value::<String>(&["--base-url"])?
-        .or_else(|| {
-            std::env::var("OPENAI_BASE_URL")
-                .ok()
-                .filter(|v| !v.is_empty())
-        })
+        .or_else(|| non_empty_env("OPENAI_BASE_URL"))
         .unwrap_or_else(|| "http://127.0.0.1:8080/v1".into());
     let model = args
-        .value::<String>(&["--model"])?
-        .or_else(|| std::env::var("OPENAI_MODEL").ok().filter(|v| !v.is_empty()));
-    let system = args.value::<String>(&["--system"])?;
+        .value::<String>(&["--model", "-m"])?
+        .or_else(|| non_empty_env("OPENAI_MODEL"));
+    let system = args.value::<String>(&["--system", "-s"])?;
+    let headers = args.values(&["--header", "-H"])?;
     let max_tokens = args.value::<u32>(&["--max-tokens"])?;
     let temperature = args.value::<f32>(&["--temperature"])?;
     let request_file = args.value::<String>(&["--request"])?;
-    let json = args.flag(&["--json"])?;
+    let cacert = args.value::<String>(&["--cacert"])?;
+    let json = args.flag(&["--json", "-j"])?;
     let quiet = args.flag(&["--quiet", "-q"])?;
     let verbose = args.flag(&["-v", "--verbose"])?;
-    let connect = seconds(&mut args, "--connect-timeout")?;
-    let first_byte = seconds(&mut args, "--first-byte-timeout")?;
-    let idle = seconds(&mut args, "--idle-timeout")?;
+    let stats = args.flag(&["--stats"])?;
+    let connect = args.seconds(&["--connect-timeout"])?;
+    let first_byte = args.seconds(&["--first-byte-timeout"])?;
+    let idle = args.seconds(&["--idle-timeout"])?;
+    let deadline = args.seconds(&["--deadline"])?;
+    let max_wait = args.value::<f64>(&["--max-wait-for-server"])?;
     let mut retry = RetryPolicy::default();
     if let Some(n) = args.value::<u32>(&["--max-retries"])? {
         retry.max_retries = n;
     }
+    if let Some(s) = max_wait {
+        retry.max_wait_for_server =
+            Some(Duration::try_from_secs_f64(s).map_err(|_| {
+                UsageError("--max-wait-for-server must be a number of seconds".into())
+            })?);
+    }
     if args.flag(&["--no-mid-stream-retry"])? {
         retry.retry_after_output = false;
     }
-    let prompt = args.finish(1)?.pop();
+    if args.flag(&["--no-resume"])? {
+        retry.resume = false;
+    }
+    let words = args.finish(usize::MAX)?;
 
     let mut request = match &request_file {
         Some(path) => {
@@ -119,23 +150,18 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     if let Some(model) = model {
         request.model = model;
     }
-    if request.model.is_empty() {
-        return Err(UsageError("no model: pass --model or set OPENAI_MODEL".into()).into());
-    }
     if let Some(system) = system {
         request.messages.insert(0, Message::system(system));
     }
-    let prompt = match prompt.as_deref() {
-        Some("-") => Some(read_stdin()?),
-        Some(text) => Some(text.to_owned()),
-        None if request_file.is_none() => Some(read_stdin()?),
-        None => None,
-    };
-    if let Some(prompt) = prompt {
+    if let Some(prompt) = prompt(&words, request_file.is_some())? {
         request.messages.push(Message::user(prompt));
     }
     if request.messages.is_empty() {
-        return Err(UsageError("nothing to send: give a PROMPT or a --request file".into()).into());
+        let why = match &request_file {
+            Some(path) => format!("{path} has no messages and no PROMPT was given"),
+            None => "nothing to send: give a PROMPT, pipe one on stdin, or a --request file".into(),
+        };
+        return Err(UsageError(why).into());
     }
     if let Some(n) = max_tokens {
         request.max_tokens = Some(n);
@@ -143,17 +169,66 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     if let Some(t) = temperature {
         request.temperature = Some(t);
     }
+
+    let mut builder = Client::builder().base_url(&base_url).retry_policy(retry);
+    if let Some(key) = non_empty_env("OPENAI_API_KEY") {
+        builder = builder.api_key(key);
+    }
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| UsageError(format!("-H {header:?}: expected 'Name: value'")))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    if let Some(path) = cacert {
+        builder = builder.root_certificate_file(path);
+    }
+    if let Some(d) = connect {
+        builder = builder.connect_timeout(d);
+    }
+    if let Some(d) = first_byte {
+        builder = builder.first_byte_timeout(d);
+    }
+    if let Some(d) = idle {
+        builder = builder.idle_timeout(d);
+    }
+    builder = builder.deadline(deadline);
     Ok(Settings {
         verbose,
-        base_url,
-        request,
         json,
         quiet,
-        connect,
-        first_byte,
-        idle,
-        retry,
+        stats,
+        builder,
+        model_unknown: request.model.is_empty(),
+        request,
     })
+}
+
+/// The user message from the words and stdin: the words joined; with stdin piped, the words,
+/// a blank line and stdin; `-` or no words, stdin alone (none with a request file).
+fn prompt(words: &[String], have_request_file: bool) -> Result<Option<String>, Failure> {
+    let stdin_piped = !io::stdin().is_terminal();
+    match words {
+        [only] if only == "-" => read_stdin().map(Some),
+        [] if have_request_file => Ok(None),
+        [] => {
+            if !stdin_piped {
+                eprintln!("oai-sse: reading the prompt from the terminal; end it with Ctrl-D");
+            }
+            read_stdin().map(Some)
+        }
+        words => {
+            let mut prompt = words.join(" ");
+            if stdin_piped {
+                let piped = read_stdin()?;
+                if !piped.trim().is_empty() {
+                    prompt.push_str("\n\n");
+                    prompt.push_str(&piped);
+                }
+            }
+            Ok(Some(prompt))
+        }
+    }
 }
 
 fn read_stdin() -> Result<String, Failure> {
@@ -165,7 +240,7 @@ fn read_stdin() -> Result<String, Failure> {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let settings = parse(args)?;
+    let mut settings = parse(args)?;
     // Retry lines are printed here, so the library's retry warnings stay quiet unless asked
     // for with -v or RUST_LOG.
     super::logging::init(if settings.verbose {
@@ -173,105 +248,233 @@ pub fn run(args: Args) -> Result<(), Failure> {
     } else {
         log::LevelFilter::Error
     });
-    let mut builder = Client::builder()
-        .base_url(&settings.base_url)
-        .retry_policy(settings.retry.clone());
-    if let Ok(key) = std::env::var("OPENAI_API_KEY") {
-        if !key.is_empty() {
-            builder = builder.api_key(key);
+    let client = settings
+        .builder
+        .clone()
+        .build()
+        .map_err(|e| Failure::Usage(UsageError(e.to_string())))?;
+    if settings.model_unknown {
+        // llama.cpp serves one model and ignores the name; other servers list theirs.
+        match client.models() {
+            Ok(models) => {
+                if let Some(first) = models.into_iter().next() {
+                    log::debug!("no model given; using the server's first: {first}");
+                    settings.request.model = first;
+                }
+            }
+            Err(err) => log::debug!("no model given and none listed ({err}); sending none"),
         }
     }
-    if let Some(d) = settings.connect {
-        builder = builder.connect_timeout(d);
-    }
-    if let Some(d) = settings.first_byte {
-        builder = builder.first_byte_timeout(d);
-    }
-    if let Some(d) = settings.idle {
-        builder = builder.idle_timeout(d);
-    }
-    let client = builder
-        .build()
-        .map_err(|e| Failure::Runtime(e.to_string()))?;
 
-    let mut options = CallOptions::default();
-    if !settings.quiet {
-        options.on_retry = Some(Arc::new(|notice: &RetryNotice<'_>| {
-            let what = match notice.action {
-                RetryAction::Resumed { offset } => format!("resume at byte {offset}"),
-                _ => "retry".to_owned(),
-            };
-            eprintln!(
-                "{what} {}/{} after {} ms: {}",
-                notice.retry,
-                notice.max_retries,
-                notice.delay.as_millis(),
-                short_reason(notice.error)
-            );
+    let cancel = CancelHandle::new();
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (cancel, interrupted) = (cancel.clone(), Arc::clone(&interrupted));
+        // Fails only if a handler is already set; then Ctrl-C keeps its default effect.
+        let _ = ctrlc::set_handler(move || {
+            interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+            cancel.cancel();
+        });
+    }
+    let last_reason = Arc::new(Mutex::new(None));
+    let mut options = CallOptions {
+        cancel: Some(cancel),
+        ..CallOptions::default()
+    };
+    {
+        let (quiet, last_reason) = (settings.quiet, Arc::clone(&last_reason));
+        options.on_retry = Some(Arc::new(move |notice: &RetryNotice<'_>| {
+            let reason = short_reason(notice.error);
+            if !quiet && !matches!(notice.action, RetryAction::Resumed { .. }) {
+                eprintln!(
+                    "retry {}/{} after {} ms: {reason}",
+                    notice.retry,
+                    notice.max_retries,
+                    notice.delay.as_millis(),
+                );
+            }
+            *last_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }));
     }
-    let mut printer = Printer::new(settings.json);
+
+    let choices = settings.request.choices_requested();
+    let mut printer = Printer::new(settings.json, settings.quiet, choices > 1, last_reason);
+    let started = Instant::now();
     let result = client.chat_with(&settings.request, &options, |event| printer.print(event));
     printer.end_line();
-    let response = result.map_err(|e| Failure::Runtime(e.to_string()))?;
+    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+        eprintln!("interrupted");
+        return Err(Failure::Exit(INTERRUPTED));
+    }
+    if printer.stdout_closed {
+        return Err(Failure::StdoutClosed);
+    }
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            if settings.json {
+                print_json(&JsonError::from(&err))?;
+            }
+            return Err(Failure::Runtime(super::sanitize(&err.to_string())));
+        }
+    };
     if let Some(err) = printer.error.take() {
         return Err(err.into());
     }
+    if choices > 1 && !settings.json {
+        printer.print_blocks(&response)?;
+    }
+    if settings.stats {
+        eprintln!(
+            "{}",
+            stats(&response, printer.first_output.map(|at| at - started))
+        );
+    }
     if settings.json {
-        let mut json = serde_json::to_value(&response).map_err(io::Error::from)?;
-        // Always present in the CLI's output, empty when the first attempt succeeded.
-        if let Some(object) = json.as_object_mut() {
-            object.insert("retries".into(), serde_json::json!(response.retries));
-        }
-        let mut out = io::stdout().lock();
-        serde_json::to_writer(&mut out, &json).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
+        print_json(&response)?;
     }
     Ok(())
+}
+
+fn print_json(value: &impl Serialize) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, value).map_err(io::Error::from)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `--json` on failure.
+#[derive(Serialize)]
+struct JsonError<'a> {
+    error: JsonErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonErrorBody<'a> {
+    kind: &'static str,
+    message: String,
+    status: Option<u16>,
+    retries: &'a [RetryRecord],
+}
+
+impl<'a> From<&'a Error> for JsonError<'a> {
+    fn from(err: &'a Error) -> Self {
+        Self {
+            error: JsonErrorBody {
+                kind: err.kind().as_str(),
+                message: super::sanitize(&err.to_string()),
+                status: err.status(),
+                retries: err.retries(),
+            },
+        }
+    }
+}
+
+/// The `--stats` line.
+fn stats(response: &ChatResponse, first_token: Option<Duration>) -> String {
+    let mut parts = Vec::new();
+    if let Some(ttft) = first_token {
+        parts.push(format!("first token after {} ms", ttft.as_millis()));
+    }
+    let last = response.timings.attempts.last();
+    let tokens = response.usage.as_ref().map(|u| u.completion_tokens);
+    let streaming = last.and_then(|a| Some(a.last_token?.saturating_sub(a.first_token?)));
+    match (tokens, streaming) {
+        (Some(n), Some(span)) if !span.is_zero() => parts.push(format!(
+            "{n} tokens in {:.2} s ({:.1} tokens/s)",
+            span.as_secs_f64(),
+            n as f64 / span.as_secs_f64()
+        )),
+        (Some(n), _) => parts.push(format!("{n} tokens")),
+        _ => {}
+    }
+    if let Some(rate) = response
+        .timings
+        .server
+        .as_ref()
+        .and_then(|s| s.tokens_per_second())
+    {
+        parts.push(format!("server {rate:.1} tokens/s"));
+    }
+    let attempts = response.timings.attempts.len().max(1);
+    let mut how: Vec<String> = response
+        .retries
+        .iter()
+        .map(|r| match r.action {
+            RetryAction::Resumed { offset } => format!("resumed at byte {offset}"),
+            _ => "restarted".into(),
+        })
+        .collect();
+    how.dedup();
+    let s = if attempts == 1 { "" } else { "s" };
+    if how.is_empty() {
+        parts.push(format!("{attempts} attempt{s}"));
+    } else {
+        parts.push(format!("{attempts} attempt{s} ({})", how.join(", ")));
+    }
+    let bytes: u64 = response.timings.attempts.iter().map(|a| a.bytes).sum();
+    parts.push(format!("{bytes} bytes"));
+    format!("stats: {}", parts.join(", "))
 }
 
 /// A retry reason in a few words: the failure kind for transport trouble, the server's
 /// message otherwise.
 fn short_reason(err: &Error) -> String {
-    match err {
-        Error::Transport(t) => t.kind().to_string(),
-        other => other.to_string(),
+    match err.transport() {
+        Some(t) => t.kind().to_string(),
+        None => super::sanitize(&err.to_string()),
     }
 }
 
 /// Writes deltas as they arrive: content to stdout, reasoning to stderr (dim on a terminal).
+/// With several choices nothing is streamed: each choice is printed as a block at the end.
 struct Printer {
-    quiet: bool,
+    /// Notes on stderr: resumes, restarts, tool calls (off with --quiet).
+    notes: bool,
+    /// Deltas are not streamed: `--json`, or several choices printed as blocks at the end.
+    blocks: bool,
     dim: bool,
     in_reasoning: bool,
     wrote_content: bool,
+    first_output: Option<Instant>,
+    last_reason: Arc<Mutex<Option<String>>>,
+    stdout_closed: bool,
     error: Option<io::Error>,
 }
 
 impl Printer {
-    fn new(json: bool) -> Self {
+    fn new(json: bool, quiet: bool, blocks: bool, last_reason: Arc<Mutex<Option<String>>>) -> Self {
         Self {
-            quiet: json,
+            notes: !quiet,
+            blocks: json || blocks,
             dim: io::stderr().is_terminal(),
             in_reasoning: false,
             wrote_content: false,
+            first_output: None,
+            last_reason,
+            stdout_closed: false,
             error: None,
         }
     }
 
-    fn print(&mut self, event: &StreamEvent<'_>) {
-        if self.quiet || self.error.is_some() {
-            return;
+    fn print(&mut self, event: &StreamEvent<'_>) -> ControlFlow<()> {
+        if event.is_output() && self.first_output.is_none() {
+            self.first_output = Some(Instant::now());
+        }
+        if self.error.is_some() || self.stdout_closed {
+            return ControlFlow::Break(());
         }
         let result = match event {
-            StreamEvent::Content { text, .. } | StreamEvent::Refusal { text, .. } => {
+            StreamEvent::Content { text, .. } | StreamEvent::Refusal { text, .. }
+                if !self.blocks =>
+            {
                 self.leave_reasoning();
                 self.wrote_content = true;
                 let mut out = io::stdout().lock();
                 out.write_all(text.as_bytes()).and_then(|()| out.flush())
             }
-            StreamEvent::Reasoning { text, .. } => {
+            StreamEvent::Reasoning { text, .. } if !self.blocks => {
                 let mut err = io::stderr().lock();
                 if !self.in_reasoning && self.dim {
                     let _ = err.write_all(b"\x1b[2m");
@@ -281,28 +484,70 @@ impl Printer {
             }
             StreamEvent::ToolCall {
                 name: Some(name), ..
-            } => {
+            } if self.notes && !self.blocks => {
                 self.leave_reasoning();
                 writeln!(io::stderr(), "[tool call: {name}]")
             }
-            StreamEvent::Resumed { offset, .. } => {
-                writeln!(
-                    io::stderr(),
-                    "[resumed at byte {offset}: nothing was lost or repeated]"
-                )
+            StreamEvent::Resumed { offset, .. } if self.notes => {
+                let reason = self
+                    .last_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take()
+                    .unwrap_or_else(|| "a broken stream".into());
+                self.leave_reasoning();
+                let mut err = io::stderr().lock();
+                if self.wrote_content {
+                    // Keep the reply's line intact: the note goes on its own line of stderr.
+                    let _ = err.write_all(b"\n");
+                }
+                writeln!(err, "resumed at byte {offset} after {reason}")
             }
             StreamEvent::Restart { attempt, reason } => {
                 self.end_line();
-                writeln!(
-                    io::stderr(),
-                    "[restarting: attempt {attempt} after {reason}; output above is discarded]"
-                )
+                if !self.notes {
+                    Ok(())
+                } else {
+                    writeln!(
+                        io::stderr(),
+                        "[restarting: attempt {attempt} after {reason}; output above is discarded]"
+                    )
+                }
             }
             _ => Ok(()),
         };
-        if let Err(err) = result {
-            self.error = Some(err);
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(err) if err.kind() == io::ErrorKind::BrokenPipe => {
+                // `| head` has what it wanted: stop the call, quietly.
+                self.stdout_closed = true;
+                ControlFlow::Break(())
+            }
+            Err(err) => {
+                self.error = Some(err);
+                ControlFlow::Break(())
+            }
         }
+    }
+
+    /// Prints each choice as a labelled block (several choices cannot share a line).
+    fn print_blocks(&mut self, response: &ChatResponse) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        for (i, choice) in response.choices.iter().enumerate() {
+            if i > 0 {
+                writeln!(out)?;
+            }
+            writeln!(out, "[choice {}]", choice.index)?;
+            if let Some(reasoning) = choice.message.reasoning_content.as_deref() {
+                writeln!(
+                    io::stderr(),
+                    "[choice {} reasoning] {reasoning}",
+                    choice.index
+                )?;
+            }
+            writeln!(out, "{}", choice.message.text())?;
+        }
+        out.flush()
     }
 
     fn leave_reasoning(&mut self) {
@@ -318,9 +563,10 @@ impl Printer {
 
     fn end_line(&mut self) {
         self.leave_reasoning();
-        if self.wrote_content {
+        if self.wrote_content && !self.stdout_closed {
             self.wrote_content = false;
             let _ = io::stdout().write_all(b"\n");
+            let _ = io::stdout().flush();
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::Failure;
 use super::args::Args;
 use oai_sse::mock::{FaultRule, MockServer, Script};
-use oai_sse::retry::{RetryPolicy, RetryRecord};
+use oai_sse::retry::{RetryAction, RetryPolicy, RetryRecord};
 use oai_sse::{
     CallOptions, ChatRequest, ChatResponse, Client, Error, FailureKind, Message, ProxyConfig,
     StreamEvent,
@@ -21,16 +21,19 @@ pub const HELP: &str = "\
 usage: oai-sse demo [--json]
 
 Starts the fault-injecting mock server on loopback and runs the real client (oai_sse::Client)
-against it, one scenario per failure class: a connection cut (FIN) or reset (RST) mid-stream,
+against it, one scenario per failure class: a connection cut (FIN) mid-stream, resumed from
+where it broke through the mock's llama.cpp-style stream replay (one generation, nothing
+repeated), and the same cut on a server without replay (restarted); a reset (RST) mid-stream,
 a stall past the idle timeout, no first byte in time, 429 with Retry-After, 503 twice, a 502
 gateway page, truncated tool-call JSON, a stream without [DONE], a refused connection while
 the server restarts, a server that holds the connection open after the answer, and two errors
 that must not be retried (400, and 500 with an API error body).
 
-Prints scenario 1's answer as it streams (with the restart marker), then a table: scenario,
-injected fault, attempts, outcome and time. Attempt counts, outcomes, answers and timings are
-checked, not just printed: the exit status is 0 only if every scenario behaved as expected.
-Takes a few seconds. RUST_LOG=debug shows the client's own log on stderr.
+Prints scenario 1's answer as it streams (with the resume marker), then a table: scenario,
+injected fault, attempts, how the client carried on (resumed at byte N, restarted), the
+generations the server ran, outcome and time. All of it is checked, not just printed: the
+exit status is 0 only if every scenario behaved as expected. Takes a few seconds.
+RUST_LOG=debug shows the client's own log on stderr.
 
 options:
   --json   print the results as one JSON object instead of the live stream and the table";
@@ -71,6 +74,17 @@ enum Want {
     NotRetried(u16),
 }
 
+/// How the client must carry on after the first failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carry {
+    /// Nothing failed (or nothing was retried).
+    Nothing,
+    /// Continued the stream where it broke: one generation.
+    Resume,
+    /// Sent the request again: the server generated again (or never started).
+    Restart,
+}
+
 struct Scenario {
     name: &'static str,
     setup: Setup,
@@ -81,6 +95,10 @@ struct Scenario {
     attempts: RangeInclusive<u32>,
     /// Acceptable reasons for the first retry (empty: no retry expected).
     reasons: &'static [FailureKind],
+    /// What the first retry must do.
+    carry: Carry,
+    /// Generations the server must have run.
+    generations: u64,
     /// Whether the caller must (`Some(true)`) or must not (`Some(false)`) see a restart event.
     restart: Option<bool>,
     min_ms: u64,
@@ -100,6 +118,8 @@ impl Scenario {
             want: Want::Answer,
             attempts: 1..=1,
             reasons: &[],
+            carry: Carry::Nothing,
+            generations: 1,
             restart: Some(false),
             min_ms: 0,
             max_ms: None,
@@ -107,10 +127,26 @@ impl Scenario {
         }
     }
 
-    /// Recovers after one retry for one of `reasons`.
-    fn recovers(mut self, attempts: RangeInclusive<u32>, reasons: &'static [FailureKind]) -> Self {
+    /// Recovers by resuming the stream after a failure for one of `reasons`: two attempts,
+    /// one generation, no restart event.
+    fn resumes(mut self, reasons: &'static [FailureKind]) -> Self {
+        self.attempts = 2..=2;
+        self.reasons = reasons;
+        self.carry = Carry::Resume;
+        self
+    }
+
+    /// Recovers by sending the request again after a failure for one of `reasons`.
+    fn restarts(
+        mut self,
+        attempts: RangeInclusive<u32>,
+        reasons: &'static [FailureKind],
+        generations: u64,
+    ) -> Self {
         self.attempts = attempts;
         self.reasons = reasons;
+        self.carry = Carry::Restart;
+        self.generations = generations;
         self
     }
 
@@ -134,79 +170,34 @@ fn scenarios() -> Vec<Scenario> {
     let cut = mid_stream(&plain, &stream, 4);
     let stall = STALL_SECS;
     vec![
+        Scenario::new(
+            "FIN mid-stream",
+            fault(format!("close-after={cut},times=1")),
+        )
+        .resumes(&[K::UnexpectedEof]),
         Scenario {
             restart: Some(true),
             ..Scenario::new(
-                "FIN mid-stream",
-                fault(format!("close-after={cut},times=1")),
+                "FIN, server without replay",
+                fault(format!("close-after={cut},times=1;no-replay")),
             )
-            .recovers(2..=2, &[K::UnexpectedEof])
+            // The replay route answers 404: restart at once, within the same budget.
+            .restarts(3..=3, &[K::UnexpectedEof], 2)
         },
-        Scenario {
-            // The bytes before the RST may or may not reach the reader first.
-            restart: None,
-            ..Scenario::new(
-                "RST mid-stream",
-                fault(format!("reset-after={cut},times=1")),
-            )
-            .recovers(
-                2..=2,
-                &[K::ConnectionReset, K::UnexpectedEof, K::ConnectionAborted],
-            )
-        },
+        Scenario::new(
+            "RST mid-stream",
+            fault(format!("reset-after={cut},times=1")),
+        )
+        .resumes(&[K::ConnectionReset, K::UnexpectedEof, K::ConnectionAborted]),
         Scenario {
             idle: SHORT,
-            restart: Some(true),
             max_ms: Some(stall * 1000),
             ..Scenario::new(
                 "stall past the idle timeout",
                 fault(format!("stall-after={cut},secs={stall},times=1")),
             )
-            .recovers(2..=2, &[K::IdleTimeout])
+            .resumes(&[K::IdleTimeout])
         },
-        Scenario {
-            min_ms: 1000,
-            ..Scenario::new(
-                "429 + Retry-After: 1",
-                fault("status=429,retry-after=1,times=1"),
-            )
-            .recovers(2..=2, &[K::HttpStatus])
-        },
-        Scenario::new("503 twice", fault("status=503,times=2")).recovers(3..=3, &[K::HttpStatus]),
-        Scenario {
-            tool: true,
-            restart: Some(true),
-            ..Scenario::new(
-                "truncated tool-call JSON",
-                fault("truncate-tool-args,times=1"),
-            )
-            .recovers(2..=2, &[K::TruncatedToolCallArguments])
-        },
-        Scenario::new("refused, then server up", Setup::Refused)
-            .recovers(2..=6, &[K::ConnectionRefused]),
-        Scenario {
-            max_ms: Some(2000),
-            ..Scenario::new("held open after finish", fault("hold-open=10"))
-        },
-        Scenario {
-            want: Want::NotRetried(400),
-            ..Scenario::new("400 (must not retry)", fault("status=400"))
-        },
-        Scenario {
-            want: Want::NotRetried(500),
-            message: Some("the model crashed"),
-            ..Scenario::new(
-                "500 + error body (must not retry)",
-                fault("status=500,message=the model crashed"),
-            )
-        },
-        Scenario {
-            restart: Some(true),
-            ..Scenario::new("no [DONE], stream cut short", fault("no-done,times=1"))
-                .recovers(2..=2, &[K::IncompleteStream])
-        },
-        Scenario::new("502 HTML gateway page", fault("html=502,times=1"))
-            .recovers(2..=2, &[K::HttpStatus]),
         Scenario {
             first_byte: SHORT,
             max_ms: Some(stall * 1000),
@@ -214,7 +205,66 @@ fn scenarios() -> Vec<Scenario> {
                 "no first byte in time",
                 fault(format!("stall-before={stall},times=1")),
             )
-            .recovers(2..=2, &[K::FirstByteTimeout])
+            // The generation runs on the server: replayed from byte 0.
+            .resumes(&[K::FirstByteTimeout])
+        },
+        Scenario {
+            restart: Some(true),
+            ..Scenario::new("no [DONE], stream cut short", fault("no-done,times=1"))
+                // The replay ends the same way (the server ended the generation so): the
+                // client generates again.
+                .restarts(3..=3, &[K::IncompleteStream], 2)
+        },
+        Scenario {
+            min_ms: 1000,
+            ..Scenario::new(
+                "429 + Retry-After: 1",
+                fault("status=429,retry-after=1,times=1"),
+            )
+            .restarts(2..=2, &[K::HttpStatus], 1)
+        },
+        Scenario::new("503 twice", fault("status=503,times=2")).restarts(
+            3..=3,
+            &[K::HttpStatus],
+            1,
+        ),
+        Scenario::new("502 HTML gateway page", fault("html=502,times=1")).restarts(
+            2..=2,
+            &[K::HttpStatus],
+            1,
+        ),
+        Scenario {
+            tool: true,
+            restart: Some(true),
+            ..Scenario::new(
+                "truncated tool-call JSON",
+                fault("truncate-tool-args,times=1"),
+            )
+            // A replay would repeat the same truncated bytes: generate again.
+            .restarts(2..=2, &[K::TruncatedToolCallArguments], 2)
+        },
+        Scenario::new("refused, then server up", Setup::Refused).restarts(
+            2..=6,
+            &[K::ConnectionRefused],
+            1,
+        ),
+        Scenario {
+            max_ms: Some(2000),
+            ..Scenario::new("held open after finish", fault("hold-open=10"))
+        },
+        Scenario {
+            want: Want::NotRetried(400),
+            generations: 0,
+            ..Scenario::new("400 (must not retry)", fault("status=400"))
+        },
+        Scenario {
+            want: Want::NotRetried(500),
+            generations: 0,
+            message: Some("the model crashed"),
+            ..Scenario::new(
+                "500 + error body (must not retry)",
+                fault("status=500,message=the model crashed"),
+            )
         },
     ]
 }
@@ -265,6 +315,10 @@ struct Row {
     scenario: &'static str,
     fault: String,
     attempts: u32,
+    /// How the client carried on: "resumed at 566", "restarted", "-".
+    action: String,
+    /// Generations the server ran.
+    generations: u64,
     outcome: String,
     ms: u64,
     as_expected: bool,
@@ -277,8 +331,10 @@ struct Run {
     result: Result<ChatResponse, Error>,
     elapsed: Duration,
     restarts: u32,
-    /// Chat requests the server saw.
-    server_chats: u64,
+    /// The answer as the caller showed it: content deltas, cleared at each restart.
+    shown: String,
+    /// Generations the server ran.
+    generations: u64,
 }
 
 pub fn run(mut args: Args) -> Result<(), Failure> {
@@ -370,6 +426,8 @@ fn run_scenario(number: usize, scenario: &Scenario, live: Option<&mut dyn Write>
         scenario: scenario.name,
         fault: scenario.fault_label(),
         attempts: 0,
+        action: String::new(),
+        generations: 0,
         outcome: String::new(),
         ms: 0,
         as_expected: false,
@@ -395,6 +453,8 @@ fn run_scenario(number: usize, scenario: &Scenario, live: Option<&mut dyn Write>
         Ok(response) => response.retries.clone(),
         Err(e) => e.retries().to_vec(),
     };
+    row.action = action(&row.retries);
+    row.generations = run.generations;
     row.outcome = outcome(&run.result, row.attempts);
     row.problems = check(scenario, &run, row.attempts, &row.retries);
     row.as_expected = row.problems.is_empty();
@@ -414,10 +474,14 @@ fn execute(scenario: &Scenario, mut live: Option<&mut dyn Write>) -> Result<Run,
     }
     let server = match &scenario.setup {
         Setup::Fault(spec) => {
-            let rule: FaultRule = spec
-                .parse()
-                .map_err(|e| format!("fault spec {spec:?}: {e}"))?;
-            let server = MockServer::start(script.fault(rule))
+            // Several faults are separated by `;`.
+            for spec in spec.split(';') {
+                let rule: FaultRule = spec
+                    .parse()
+                    .map_err(|e| format!("fault spec {spec:?}: {e}"))?;
+                script = script.fault(rule);
+            }
+            let server = MockServer::start(script)
                 .map_err(|e| format!("cannot start the mock server: {e}"))?;
             Server::Running(server)
         }
@@ -452,10 +516,16 @@ fn execute(scenario: &Scenario, mut live: Option<&mut dyn Write>) -> Result<Run,
         ..CallOptions::default()
     };
     let mut restarts = 0;
+    let mut shown = String::new();
     let started = Instant::now();
     let result = client.chat_with(&request(scenario.tool), &options, |event| {
-        if let StreamEvent::Restart { .. } = event {
-            restarts += 1;
+        match event {
+            StreamEvent::Restart { .. } => {
+                restarts += 1;
+                shown.clear();
+            }
+            StreamEvent::Content { text, .. } => shown.push_str(text),
+            _ => {}
         }
         if let Some(out) = live.as_mut() {
             // A closed stdout shows up again when the table is written.
@@ -474,7 +544,8 @@ fn execute(scenario: &Scenario, mut live: Option<&mut dyn Write>) -> Result<Run,
         result,
         elapsed,
         restarts,
-        server_chats: server.chat_request_count(),
+        shown,
+        generations: server.generation_count(),
     })
 }
 
@@ -485,9 +556,26 @@ fn show(out: &mut dyn Write, event: &StreamEvent<'_>) -> io::Result<()> {
         StreamEvent::Restart { attempt, reason } => {
             write!(out, "\n  ⟲ restart (attempt {attempt}: {reason})\n  ")?
         }
+        StreamEvent::Resumed { offset, .. } => write!(out, " ⟿ resumed at byte {offset} ⟿")?,
         _ => return Ok(()),
     }
     out.flush()
+}
+
+/// How the client carried on after each failure, in a few words.
+fn action(retries: &[RetryRecord]) -> String {
+    if retries.is_empty() {
+        return "-".into();
+    }
+    let words: Vec<String> = retries
+        .iter()
+        .map(|r| match r.action {
+            RetryAction::Resumed { offset } => format!("resumed at {offset}"),
+            RetryAction::Reconnected { .. } => "reconnected".into(),
+            _ => "restarted".into(),
+        })
+        .collect();
+    words.join(", ")
 }
 
 fn outcome(result: &Result<ChatResponse, Error>, attempts: u32) -> String {
@@ -573,16 +661,26 @@ fn check(scenario: &Scenario, run: &Run, attempts: u32, retries: &[RetryRecord])
             problems.push(format!("retried for {}", first.reason));
         }
     }
-    let expected_server_chats = match scenario.setup {
-        Setup::Fault(_) => u64::from(attempts),
-        // The refused attempts never reached it.
-        Setup::Refused => 1,
-    };
-    if run.server_chats != expected_server_chats {
+    if run.generations != scenario.generations {
         problems.push(format!(
-            "the server saw {} chat requests, expected {expected_server_chats}",
-            run.server_chats
+            "the server generated {} times, expected {}",
+            run.generations, scenario.generations
         ));
+    }
+    let first = retries.first().map(|r| &r.action);
+    match (scenario.carry, first) {
+        (Carry::Nothing, None)
+        | (Carry::Resume, Some(RetryAction::Resumed { .. }))
+        | (Carry::Restart, Some(RetryAction::Restarted)) => {}
+        // A server without replay: the client tries to resume, then restarts.
+        (Carry::Restart, Some(RetryAction::Resumed { .. }))
+            if retries
+                .get(1)
+                .is_some_and(|r| r.action == RetryAction::Restarted) => {}
+        (carry, first) => problems.push(format!("expected {carry:?}, the client did {first:?}")),
+    }
+    if scenario.carry == Carry::Resume && run.result.is_ok() && run.shown != REPLY {
+        problems.push(format!("the caller was shown {:?}", run.shown));
     }
     match (scenario.restart, run.restarts) {
         (Some(true), 0) => problems.push("no restart event reached the caller".into()),
@@ -610,11 +708,13 @@ fn table(rows: &[Row]) -> String {
         "scenario",
         "injected fault",
         "attempts",
+        "action",
+        "generations",
         "ms",
         "expected",
         "outcome",
     ];
-    let cells: Vec<[String; 7]> = rows
+    let cells: Vec<[String; 9]> = rows
         .iter()
         .map(|r| {
             [
@@ -622,6 +722,8 @@ fn table(rows: &[Row]) -> String {
                 r.scenario.to_owned(),
                 r.fault.clone(),
                 r.attempts.to_string(),
+                r.action.clone(),
+                r.generations.to_string(),
                 r.ms.to_string(),
                 if r.as_expected { "yes" } else { "NO" }.to_owned(),
                 r.outcome.clone(),
@@ -635,7 +737,7 @@ fn table(rows: &[Row]) -> String {
         }
     }
     // Numbers right-aligned, text left-aligned.
-    let right = [true, false, false, true, true, false, false];
+    let right = [true, false, false, true, false, true, true, false, false];
     let line = |cells: &[String]| {
         let mut line = String::new();
         for (i, cell) in cells.iter().enumerate() {

@@ -110,6 +110,28 @@ fn write_chat(
     conv_id: Option<&str>,
 ) -> io::Result<bool> {
     let close = ctx.close;
+    let truncated;
+    let script = if plan.truncate {
+        truncated = script.with_truncated_tool_args();
+        &truncated
+    } else {
+        script
+    };
+    let streaming = request.is_some_and(|r| r.get("stream") == Some(&Value::Bool(true)));
+    if let (Some(request), true, None, Some(id), None) =
+        (request, streaming, &plan.reply, conv_id, plan.no_replay)
+    {
+        // llama.cpp installs the session as soon as the request arrives, before its first
+        // token (a client that timed out waiting for the first byte finds it from byte 0).
+        // The whole reply is generated at once, so the session is complete before a byte is
+        // sent and survives whatever happens to this connection.
+        let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
+        let mut tail = Tail::new(ring);
+        for piece in script.pieces(request, plan) {
+            tail.push(piece.data.as_bytes());
+        }
+        lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
+    }
     if let Some(d) = plan.stall_before {
         w.pause(d)?;
     }
@@ -118,7 +140,6 @@ fn write_chat(
         w.error(400, message, Value::Null, &[], close)?;
         return Ok(true);
     };
-    let streaming = request.get("stream") == Some(&Value::Bool(true));
     if let Some(fault) = &plan.reply {
         // llama.cpp installs the session before generating and evicts it when the request
         // fails early, so a failed request also ends the previous session of its id.
@@ -128,27 +149,10 @@ fn write_chat(
         w.fault_reply(fault, close)?;
         return Ok(true);
     }
-    let truncated;
-    let script = if plan.truncate {
-        truncated = script.with_truncated_tool_args();
-        &truncated
-    } else {
-        script
-    };
     if !streaming {
         let body = script.completion(request).to_string();
         w.reply(200, super::wire::JSON, &[], body.as_bytes(), close)?;
         return Ok(true);
-    }
-    if let (Some(id), None) = (conv_id, plan.no_replay) {
-        // The whole reply is generated at once, so the session is complete before a byte is
-        // sent and survives whatever happens to this connection.
-        let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
-        let mut tail = Tail::new(ring);
-        for piece in script.pieces(request, plan) {
-            tail.push(piece.data.as_bytes());
-        }
-        lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
     }
     w.event_stream_head(close)?;
     w.pieces(script.pieces(request, plan))?;

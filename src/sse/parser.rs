@@ -195,6 +195,17 @@ impl Parser {
         }
     }
 
+    /// This parser, continuing a stream whose last event ID was `id`: events without an
+    /// `id` field carry it, as they would have on the earlier connection. (The standard's
+    /// last event ID belongs to the event source and outlives each connection; an event
+    /// source reconnecting with a fresh parser seeds it with this.)
+    pub fn with_last_event_id(mut self, id: &str) -> Self {
+        self.last_event_id.clear();
+        self.last_event_id.push_str(id);
+        self.id_buffer.clone_from(&self.last_event_id);
+        self
+    }
+
     /// The bounds this parser enforces.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -270,6 +281,13 @@ impl Parser {
     /// Whether the last [`advance`](Self::advance) produced an item.
     pub(crate) fn has_item(&self) -> bool {
         self.ready != Ready::None
+    }
+
+    /// Whether the item produced by the last [`advance`](Self::advance) is a comment.
+    // Braced so it also matches a comment variant that carries where its text lies.
+    #[allow(clippy::unneeded_struct_pattern)]
+    pub(crate) fn has_comment(&self) -> bool {
+        matches!(self.ready, Ready::Comment { .. })
     }
 
     /// Whether the item produced by the last [`advance`](Self::advance) borrows from its

@@ -57,9 +57,15 @@ impl<R: BufRead> EventReader<R> {
 
     /// A reader with the given bounds.
     pub fn with_limits(source: R, limits: Limits) -> Self {
+        Self::with_parser(source, Parser::with_limits(limits))
+    }
+
+    /// A reader feeding `parser`, e.g. one seeded with
+    /// [`Parser::with_last_event_id`] for a stream that continues an earlier one.
+    pub fn with_parser(source: R, parser: Parser) -> Self {
         Self {
             source,
-            parser: Parser::with_limits(limits),
+            parser,
             unconsumed: 0,
             position: 0,
             failure: None,
@@ -74,6 +80,18 @@ impl<R: BufRead> EventReader<R> {
     /// [`ReadError::Io`] when the source fails (latched: later calls fail the same way),
     /// [`ReadError::Sse`] when a bound is crossed (also final).
     pub fn next_item(&mut self) -> Result<Option<Item<'_>>, ReadError> {
+        if !self.advance()? {
+            return Ok(None);
+        }
+        self.item()
+    }
+
+    /// [`next_item`](Self::next_item) in two steps: reads until the next item is ready
+    /// (`true`) or the source ended cleanly (`false`); [`item`](Self::item) then hands it
+    /// out. A caller that loops over items and returns one of them needs the split: the
+    /// borrow checker (NLL) rejects returning a borrow from inside a loop that goes on
+    /// using `self` on other paths.
+    pub(crate) fn advance(&mut self) -> Result<bool, ReadError> {
         if let Some((kind, message)) = &self.failure {
             return Err(io::Error::new(*kind, format!("stream already failed: {message}")).into());
         }
@@ -86,21 +104,28 @@ impl<R: BufRead> EventReader<R> {
             };
             if buf.is_empty() {
                 self.parser.finish();
-                return Ok(None);
+                return Ok(false);
             }
             let used = self.parser.advance(buf)?;
             self.position += used as u64;
             if self.parser.item_borrows_input() {
                 self.unconsumed = used;
-                break;
+                return Ok(true);
             }
             self.source.consume(used);
             if self.parser.has_item() {
-                break;
+                return Ok(true);
             }
         }
-        // The item is fetched after the loop (NLL cannot return a borrow conditionally inside
-        // it). One that borrows from the source's buffer needs that buffer again, which a
+    }
+
+    /// The item the last [`advance`](Self::advance) made ready (again, if called twice);
+    /// `None` if there is none.
+    pub(crate) fn item(&mut self) -> Result<Option<Item<'_>>, ReadError> {
+        if !self.parser.has_item() {
+            return Ok(None);
+        }
+        // An item that borrows from the source's buffer needs that buffer again, which a
         // `BufRead` hands back unchanged, without I/O, because nothing was consumed.
         let buf = if self.parser.item_borrows_input() {
             self.source

@@ -51,6 +51,8 @@ pub(crate) struct AttemptIo {
     limits: Limits,
     /// When the whole call must end, and its configured length.
     deadline: Option<(Instant, Duration)>,
+    /// When the attempt started.
+    started: Instant,
     state: Mutex<State>,
 }
 
@@ -64,6 +66,8 @@ struct State {
     reused: bool,
     /// The TCP connection is up and any TLS handshake done (for labelling failures).
     connected: bool,
+    /// When this attempt's new connection came up (not set for a reused one).
+    connected_at: Option<Instant>,
     /// Bytes of the response that reached ureq during this attempt (status line and headers
     /// included; after TLS, so TLS records that carry no response do not count).
     received: u64,
@@ -88,12 +92,14 @@ impl AttemptIo {
             cancel: cancel.clone(),
             limits,
             deadline,
+            started: Instant::now(),
             state: Mutex::new(State {
                 phase: Phase::Head,
                 since: Instant::now(),
                 socket: None,
                 reused: false,
                 connected: false,
+                connected_at: None,
                 received: 0,
                 fired: None,
                 label: None,
@@ -167,7 +173,23 @@ impl AttemptIo {
 
     /// The connection (TCP and any TLS) is established.
     pub(crate) fn mark_connected(&self) {
-        self.state().connected = true;
+        let mut state = self.state();
+        state.connected = true;
+        state.connected_at = Some(Instant::now());
+    }
+
+    /// How long this attempt took to open its connection (`None` for a reused one).
+    pub(crate) fn connect_time(&self) -> Option<Duration> {
+        let state = self.state();
+        state
+            .connected_at
+            .filter(|_| !state.reused)
+            .map(|at| at.saturating_duration_since(self.started))
+    }
+
+    /// When the attempt started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
     }
 
     pub(crate) fn connected(&self) -> bool {
@@ -219,6 +241,18 @@ impl AttemptIo {
     /// The kind of the last failed socket read, if any.
     pub(crate) fn read_error(&self) -> Option<std::io::ErrorKind> {
         self.state().read_error
+    }
+
+    /// The socket's read buffer filled up with a line that does not end: in the head, a
+    /// head larger than the limit; in the body, broken chunked framing (an endless
+    /// chunk-size or extension line). Labels the attempt's failure accordingly.
+    pub(crate) fn saw_full_buffer(&self) {
+        let mut state = self.state();
+        state.label = Some(if state.phase == Phase::Head {
+            FailureKind::LimitExceeded
+        } else {
+            FailureKind::Protocol
+        });
     }
 
     /// Labels this attempt's failure (see `State::label`).

@@ -270,6 +270,7 @@ mod tests {
     fn names_that_need_no_lookup() {
         let v4 = SocketAddr::from(([127, 0, 0, 1], 80));
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 80));
+        // (host, addresses; `Some(Err(()))`: fails without a lookup; `None`: needs one)
         type Known = Option<Result<Vec<SocketAddr>, ()>>;
         let table: Vec<(&str, Known)> = vec![
             ("127.0.0.1", Some(Ok(vec![v4]))),

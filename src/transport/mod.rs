@@ -121,7 +121,7 @@ impl Transport {
     ///
     /// [`Error::Config`] for unusable TLS settings.
     pub(crate) fn new(settings: Settings) -> Result<Self, Error> {
-        let mut config = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // Error statuses are read and classified by the caller, body included.
             .http_status_as_error(false)
             // Bounds the TLS handshake and proxy negotiation; the TCP connect is bounded by
@@ -136,9 +136,7 @@ impl Transport {
             .max_response_header_size(MAX_RESPONSE_HEAD)
             .no_delay(true);
         #[cfg(feature = "tls")]
-        {
-            config = config.tls_config(settings.tls.ureq_config());
-        }
+        let config = config.tls_config(settings.tls.ureq_config());
         #[cfg(not(feature = "tls"))]
         let _ = &settings.tls;
         let dialer = Arc::new(Dialer::new(settings.pinned));
@@ -196,6 +194,12 @@ impl Transport {
                 }
             }
         }
+    }
+
+    /// The (decoded) password of the proxy in use, if it has one: a secret to keep out of
+    /// error messages.
+    pub(crate) fn proxy_password(&self) -> Option<&str> {
+        self.agent.config().proxy()?.password()
     }
 
     fn run(&self, request: &Request<'_>) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
@@ -284,7 +288,20 @@ fn error_from_ureq(err: ureq::Error, io: &AttemptIo) -> Error {
         }
         // ureq's reader reports a connection closed inside the chunked framing (in a
         // chunk-size line, or before a chunk's CRLF) as a stalled body: a cut connection.
-        ureq::Error::BodyStalled => Some(FailureKind::UnexpectedEof),
+        // So it reports a chunk-size line that never ends (the socket saw the read buffer
+        // fill up): broken framing, which a retry would meet again.
+        ureq::Error::BodyStalled => match io.failure_label() {
+            Some(FailureKind::Protocol) => {
+                return Error::io(
+                    FailureKind::Protocol,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "broken chunked framing: a chunk-size line longer than the read buffer",
+                    ),
+                );
+            }
+            _ => Some(FailureKind::UnexpectedEof),
+        },
         ureq::Error::BadUri(_) | ureq::Error::InvalidProxyUrl => Some(FailureKind::InvalidConfig),
         _ => Some(FailureKind::Other),
     };
@@ -314,8 +331,17 @@ fn error_from_io(err: io::Error, io: &AttemptIo) -> Error {
         );
     }
     let mut kind = FailureKind::from_io_kind(err.kind());
-    if let Some(label) = io.failure_label() {
-        return Error::io(label, err);
+    match io.failure_label() {
+        // The socket saw the read buffer fill up with the head (`saw_full_buffer`).
+        Some(FailureKind::LimitExceeded) => {
+            let message = format!("response head larger than {} KiB", MAX_RESPONSE_HEAD >> 10);
+            return Error::io(
+                FailureKind::LimitExceeded,
+                io::Error::new(io::ErrorKind::InvalidData, message),
+            );
+        }
+        Some(label) => return Error::io(label, err),
+        None => {}
     }
     // ureq ends a body on a reset as if the peer had closed: keep the real kind.
     if kind == FailureKind::UnexpectedEof

@@ -326,6 +326,16 @@ impl Transport for Socket {
             let stream = &*self.stream;
             update(&mut self.read_timeout, wait, |d| stream.set_read_timeout(d))?;
             let input = self.buffers.input_append_buf();
+            if input.is_empty() {
+                // The read buffer is full of bytes ureq cannot use: a line of the response
+                // head or of the chunked framing longer than the buffer. ureq reports it as
+                // a stalled body (as it does a connection cut in the framing); the label
+                // tells the two apart.
+                if let Some(io) = &io {
+                    io.saw_full_buffer();
+                }
+                return Ok(false);
+            }
             match (&*self.stream).read(input) {
                 Ok(n) => {
                     self.buffers.input_appended(n);

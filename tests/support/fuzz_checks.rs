@@ -16,7 +16,7 @@ use oai_sse::retry::{
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
 use oai_sse::{
-    Accumulator, ApiError, ChatError, ChatResponse, Error, HttpError, Progress, StreamEvent,
+    Accumulator, ApiError, ChatError, ChatResponse, Completion, Error, HttpError, StreamEvent,
     response_from_completion_json,
 };
 use serde_json::{Map, Value, json};
@@ -593,8 +593,8 @@ fn check_stream(body: &[u8], usage_requested: bool, limits: oai_sse::ChatLimits)
             Ok(Some(Item::Event(event))) => {
                 match acc.push_event_with(event.event, event.data, &mut sink) {
                     Ok(progress) => {
-                        assert_eq!(progress == Progress::Complete, acc.is_complete());
-                        if progress == Progress::Complete {
+                        assert_eq!(progress == Completion::Complete, acc.is_complete());
+                        if progress == Completion::Complete {
                             complete = true;
                             break None;
                         }

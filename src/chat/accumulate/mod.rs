@@ -14,13 +14,13 @@ use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use serde::de::IgnoredAny;
-use serde_json::Value;
 
 use super::api_error::{ApiError, truncate_chars};
 use super::chunk::{ChoiceDelta, ChunkRef, ToolCallDeltaRef};
 use super::event::StreamEvent;
 use super::message::{Content, FunctionCall, Message, Role, ToolCall};
-use super::response::{ChatResponse, Choice, Usage};
+use super::response::{ChatResponse, Choice, ServerTimings, Timings, Usage};
+use super::think::{Piece, ThinkSplitter};
 use crate::kind::FailureKind;
 
 /// Memory bounds of one [`Accumulator`].
@@ -54,11 +54,12 @@ impl Default for ChatLimits {
     }
 }
 
-/// Whether the caller should keep reading.
+/// Whether a streamed response is complete: what [`Accumulator::push_event`] says after
+/// each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
+pub enum Completion {
     /// More events are expected.
-    Continue,
+    Pending,
     /// The response is complete; stop reading and call [`Accumulator::finish`].
     Complete,
 }
@@ -153,9 +154,11 @@ impl ChatError {
         }
     }
 
-    fn malformed(reason: impl ToString, data: &str) -> Self {
+    /// The JSON parser's message is cut too: it quotes the offending value (`invalid type:
+    /// string "…"`), which can be megabytes.
+    pub(crate) fn malformed(reason: impl ToString, data: &str) -> Self {
         Self::MalformedChunk {
-            reason: reason.to_string(),
+            reason: truncate_chars(&reason.to_string(), 2 * Self::SNIPPET_CHARS),
             snippet: truncate_chars(data, Self::SNIPPET_CHARS),
         }
     }
@@ -165,7 +168,7 @@ impl ChatError {
 /// [`ChatResponse`].
 ///
 /// Feed every dispatched SSE event to [`Accumulator::push_event`]; stop reading when it returns
-/// [`Progress::Complete`] (some servers never send `[DONE]` and keep the connection open), then
+/// [`Completion::Complete`] (some servers never send `[DONE]` and keep the connection open), then
 /// call [`Accumulator::finish`].
 #[derive(Debug, Clone)]
 pub struct Accumulator {
@@ -185,8 +188,12 @@ pub struct Accumulator {
     /// Choices the request asked for (`n`): a server may stream them one after another, so
     /// the stream is not complete before this many have finished.
     expected_choices: usize,
+    /// Whether content that opens with `<think>` is split into reasoning.
+    split_think: bool,
     /// The events of the last push not handed out yet (cleared by the next push).
     pending: VecDeque<Pending>,
+    /// The server's own timings, the last ones it sent.
+    server_timings: Option<ServerTimings>,
 }
 
 /// An event waiting in the queue: which buffer it points into and where.
@@ -224,9 +231,11 @@ enum TextField {
 }
 
 /// One choice being aggregated.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct ChoiceAcc {
     index: u32,
+    /// Splits a `<think>` block that opens the content into reasoning.
+    think: ThinkSplitter,
     role: Option<String>,
     content: String,
     reasoning: String,
@@ -266,6 +275,17 @@ impl Budget {
         buf.push_str(text);
         Ok((start, buf.len()))
     }
+
+    /// Replaces `old` bytes held with `new` ones.
+    fn replace(&mut self, old: usize, new: usize) -> Result<(), ChatError> {
+        self.used = self
+            .used
+            .saturating_sub(old)
+            .checked_add(new)
+            .filter(|&n| n <= self.limit)
+            .ok_or(ChatError::ResponseTooLarge { limit: self.limit })?;
+        Ok(())
+    }
 }
 
 fn non_empty<'s>(s: &'s Option<Cow<'_, str>>) -> Option<&'s str> {
@@ -298,7 +318,9 @@ impl Accumulator {
             done: false,
             has_output: false,
             expected_choices: 1,
+            split_think: true,
             pending: VecDeque::new(),
+            server_timings: None,
         }
     }
 
@@ -318,18 +340,18 @@ impl Accumulator {
     /// # Examples
     ///
     /// ```
-    /// use oai_sse::{Accumulator, Progress, StreamEvent};
+    /// use oai_sse::{Accumulator, Completion, StreamEvent};
     ///
     /// let mut acc = Accumulator::new(false);
     /// let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
-    /// assert_eq!(acc.push_event("message", chunk)?, Progress::Complete);
+    /// assert_eq!(acc.push_event("message", chunk)?, Completion::Complete);
     /// assert_eq!(acc.next_event(), Some(StreamEvent::Content { choice: 0, text: "Hi" }));
     /// assert_eq!(acc.next_event(), Some(StreamEvent::Finish { choice: 0, reason: "stop" }));
     /// assert_eq!(acc.next_event(), None);
     /// assert_eq!(acc.finish()?.content(), "Hi");
     /// # Ok::<(), oai_sse::ChatError>(())
     /// ```
-    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Progress, ChatError> {
+    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Completion, ChatError> {
         self.pending.clear();
         match event_type {
             "" | "message" => {}
@@ -339,7 +361,10 @@ impl Accumulator {
                 ))));
             }
             other => {
-                log::debug!("ignoring SSE event type {other:?}");
+                log::debug!(
+                    "ignoring SSE event type {:?}",
+                    truncate_chars(other, ChatError::SNIPPET_CHARS)
+                );
                 return Ok(self.progress());
             }
         }
@@ -350,16 +375,17 @@ impl Accumulator {
         if data == "[DONE]" {
             self.received_events += 1;
             self.done = true;
-            return Ok(Progress::Complete);
+            self.flush_think()?;
+            return Ok(Completion::Complete);
         }
         if !data.starts_with('{') {
             return Err(ChatError::malformed("expected a JSON object", data));
         }
-        let chunk: ChunkRef<'_> =
+        let mut chunk: ChunkRef<'_> =
             serde_json::from_str(data).map_err(|e| ChatError::malformed(e, data))?;
         self.received_events += 1;
-        if let Some(err) = chunk.error.as_ref().filter(|e| !e.is_null()) {
-            return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
+        if let Some(err) = chunk.error.take() {
+            return Err(ChatError::Api(Box::new(err)));
         }
         self.apply(chunk)?;
         Ok(self.progress())
@@ -382,7 +408,7 @@ impl Accumulator {
         event_type: &str,
         data: &str,
         on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<Progress, ChatError> {
+    ) -> Result<Completion, ChatError> {
         let progress = self.push_event(event_type, data)?;
         while let Some(event) = self.next_event() {
             on_event(&event);
@@ -462,9 +488,29 @@ impl Accumulator {
         self
     }
 
+    /// Whether content that opens with `<think>` (after whitespace) is reasoning, up to
+    /// `</think>` (default true). Servers without a reasoning parser (llama.cpp with
+    /// `--reasoning-format none`, older Ollama, some gateways) send a thinking model's
+    /// reasoning that way; it then arrives as [`StreamEvent::Reasoning`] and in the
+    /// response's reasoning. Split across deltas anywhere, tags are still recognised; text
+    /// waits only for the few bytes that could still start a tag. When on, leading
+    /// whitespace of the content is dropped. Set it before the first push.
+    pub fn split_think(mut self, on: bool) -> Self {
+        self.split_think = on;
+        for choice in &mut self.choices {
+            choice.think = ThinkSplitter::new(on);
+        }
+        self
+    }
+
     /// Whether any content, reasoning, refusal or tool-call delta has been produced.
     pub fn has_output(&self) -> bool {
         self.has_output
+    }
+
+    /// Whether `[DONE]` arrived.
+    pub fn saw_done(&self) -> bool {
+        self.done
     }
 
     /// Whether events of the last push wait for [`next_event`](Self::next_event).
@@ -505,6 +551,9 @@ impl Accumulator {
     }
 
     fn into_response(mut self, check: bool) -> Result<ChatResponse, ChatError> {
+        // What a `<think>` splitter still holds (a tag prefix) is text; the budget is
+        // not checked for those few bytes, so `partial_response` cannot fail.
+        let _ = self.flush_think();
         self.choices.sort_by_key(|c| c.index);
         let choices = self
             .choices
@@ -518,6 +567,10 @@ impl Accumulator {
             system_fingerprint: self.system_fingerprint,
             choices,
             usage: self.usage,
+            timings: Timings {
+                attempts: Vec::new(),
+                server: self.server_timings,
+            },
             ..ChatResponse::default()
         })
     }
@@ -527,11 +580,11 @@ impl Accumulator {
             && self.choices.iter().all(|c| c.finish_reason.is_some())
     }
 
-    fn progress(&self) -> Progress {
+    fn progress(&self) -> Completion {
         if self.is_complete() {
-            Progress::Complete
+            Completion::Complete
         } else {
-            Progress::Continue
+            Completion::Pending
         }
     }
 
@@ -564,9 +617,30 @@ impl Accumulator {
             };
             acc.apply(delta, &self.limits, &mut out)?;
         }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
+        if let Some(usage) = chunk.usage {
+            // Only the latest usage is held (vLLM can send one on every chunk).
+            let held = self.usage.as_ref().map_or(0, Usage::extra_len);
+            self.budget.replace(held, usage.extra_len())?;
+            self.usage = Some(usage);
             self.pending.push_back(Pending::Usage);
+        }
+        if chunk.timings.is_some() {
+            self.server_timings = chunk.timings;
+        }
+        Ok(())
+    }
+
+    /// Ends every choice's `<think>` splitter: the bytes it held (at most a tag prefix) are
+    /// queued as events.
+    fn flush_think(&mut self) -> Result<(), ChatError> {
+        for (at, acc) in self.choices.iter_mut().enumerate() {
+            let mut out = Out {
+                at,
+                budget: &mut self.budget,
+                has_output: &mut self.has_output,
+                pending: &mut self.pending,
+            };
+            acc.flush_think(&mut out)?;
         }
         Ok(())
     }
@@ -582,7 +656,15 @@ impl Accumulator {
         }
         self.choices.push(ChoiceAcc {
             index,
-            ..ChoiceAcc::default()
+            think: ThinkSplitter::new(self.split_think),
+            role: None,
+            content: String::new(),
+            reasoning: String::new(),
+            refusal: String::new(),
+            tools: Vec::new(),
+            wire: Vec::new(),
+            last_slot: None,
+            finish_reason: None,
         });
         Ok(self.choices.len() - 1)
     }
@@ -609,6 +691,51 @@ impl Out<'_> {
         });
         Ok(())
     }
+
+    /// Like [`text`](Self::text), but text that continues the last queued event of the same
+    /// buffer extends that event: a `<think>` splitter may hand one delta over in pieces.
+    fn text_continued(
+        &mut self,
+        buf: &mut String,
+        field: TextField,
+        text: &str,
+    ) -> Result<(), ChatError> {
+        let (start, end) = self.budget.append(buf, text)?;
+        *self.has_output = true;
+        if let Some(Pending::Text {
+            at,
+            field: last,
+            end: last_end,
+            ..
+        }) = self.pending.back_mut()
+            && *at == self.at
+            && *last == field
+            && *last_end == start
+        {
+            *last_end = end;
+            return Ok(());
+        }
+        self.pending.push_back(Pending::Text {
+            at: self.at,
+            field,
+            start,
+            end,
+        });
+        Ok(())
+    }
+
+    /// One piece of content from the `<think>` splitter, into its buffer.
+    fn piece(
+        &mut self,
+        content: &mut String,
+        reasoning: &mut String,
+        piece: Piece<'_>,
+    ) -> Result<(), ChatError> {
+        match piece {
+            Piece::Reasoning(text) => self.text_continued(reasoning, TextField::Reasoning, text),
+            Piece::Content(text) => self.text_continued(content, TextField::Content, text),
+        }
+    }
 }
 
 impl ChoiceAcc {
@@ -632,7 +759,14 @@ impl ChoiceAcc {
             out.text(&mut self.reasoning, TextField::Reasoning, text)?;
         }
         if let Some(text) = non_empty(&delta.content) {
-            out.text(&mut self.content, TextField::Content, text)?;
+            let (content, reasoning) = (&mut self.content, &mut self.reasoning);
+            let mut result = Ok(());
+            self.think.push(text, |piece| {
+                if result.is_ok() {
+                    result = out.piece(content, reasoning, piece);
+                }
+            });
+            result?;
         }
         if let Some(text) = non_empty(&delta.refusal) {
             out.text(&mut self.refusal, TextField::Refusal, text)?;
@@ -643,10 +777,24 @@ impl ChoiceAcc {
         if let Some(reason) = non_empty(&d.finish_reason)
             && self.finish_reason.as_deref() != Some(reason)
         {
+            // The choice's text is over: what the splitter holds goes out before the finish.
+            self.flush_think(out)?;
             self.finish_reason = Some(reason.to_owned());
             out.pending.push_back(Pending::Finish { at: out.at });
         }
         Ok(())
+    }
+
+    /// Ends the `<think>` splitter: the bytes it held become text of the mode it was in.
+    fn flush_think(&mut self, out: &mut Out<'_>) -> Result<(), ChatError> {
+        let (content, reasoning) = (&mut self.content, &mut self.reasoning);
+        let mut result = Ok(());
+        self.think.finish(|piece| {
+            if result.is_ok() {
+                result = out.piece(content, reasoning, piece);
+            }
+        });
+        result
     }
 
     /// Merges one fragment into its slot. The event carries the id and the name only when
@@ -806,7 +954,7 @@ fn parse_role(role: &str) -> Role {
 
 /// Empty arguments become `{}`; invalid JSON is an error whose kind depends on whether the
 /// choice stopped for `length`.
-fn check_tool_arguments(
+pub(super) fn check_tool_arguments(
     choice: u32,
     finish_reason: Option<&str>,
     calls: &mut [ToolCall],
@@ -838,27 +986,6 @@ fn check_tool_arguments(
         });
     }
     Ok(())
-}
-
-/// Read a whole `chat.completion` body (a 200 `application/json` answer to a streamed request,
-/// from a server that ignored `stream`). Applies the same tool-argument check as
-/// [`Accumulator::finish`]; an `{"error":..}` body is [`ChatError::Api`].
-pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, ChatError> {
-    let lossy = || String::from_utf8_lossy(&body[..body.len().min(4 * ChatError::SNIPPET_CHARS)]);
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ChatError::malformed(e, &lossy()))?;
-    if let Some(err) = value.get("error").filter(|e| !e.is_null()) {
-        return Err(ChatError::Api(Box::new(ApiError::from_value(err))));
-    }
-    let mut response: ChatResponse =
-        serde_json::from_value(value).map_err(|e| ChatError::malformed(e, &lossy()))?;
-    response.choices.sort_by_key(|c| c.index);
-    for choice in &mut response.choices {
-        if let Some(calls) = choice.message.tool_calls.as_mut() {
-            check_tool_arguments(choice.index, choice.finish_reason.as_deref(), calls)?;
-        }
-    }
-    Ok(response)
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@ fn sequential_choices_complete_only_when_all_n_finished() {
     for (data, want) in [
         (
             chunk(0, r#"{"content":"a"}"#, "null"),
-            super::Progress::Continue,
+            super::Completion::Pending,
         ),
-        (chunk(0, "{}", r#""stop""#), super::Progress::Continue),
+        (chunk(0, "{}", r#""stop""#), super::Completion::Pending),
         (
             chunk(1, r#"{"content":"b"}"#, "null"),
-            super::Progress::Continue,
+            super::Completion::Pending,
         ),
-        (chunk(1, "{}", r#""stop""#), super::Progress::Complete),
+        (chunk(1, "{}", r#""stop""#), super::Completion::Complete),
     ] {
         assert_eq!(
             acc.push_event_with("message", &data, &mut sink),
@@ -32,12 +32,14 @@ fn sequential_choices_complete_only_when_all_n_finished() {
 
 use super::*;
 use crate::chat::OwnedStreamEvent as E;
+use crate::chat::response_from_completion_json;
+use serde_json::Value;
 use serde_json::json;
 
 /// What feeding a list of `(event type, data)` produced.
 struct Run {
     events: Vec<E>,
-    progress: Vec<Progress>,
+    progress: Vec<Completion>,
     error: Option<ChatError>,
     acc: Accumulator,
 }
@@ -73,9 +75,16 @@ fn msgs<'a>(lines: &[&'a str]) -> Vec<(&'a str, &'a str)> {
     lines.iter().map(|d| ("message", *d)).collect()
 }
 
+/// The finished response as JSON, without the `retries` array (always empty here: the
+/// accumulator makes no retries).
 fn finish_json(acc: Accumulator) -> Result<Value, ChatError> {
-    acc.finish()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
+    acc.finish().map(|r| {
+        let mut json = serde_json::to_value(r).unwrap_or_default();
+        if let Some(object) = json.as_object_mut() {
+            assert_eq!(object.remove("retries"), Some(Value::Array(Vec::new())));
+        }
+        json
+    })
 }
 
 fn role(choice: u32) -> E {
@@ -120,7 +129,7 @@ fn usage(p: u64, c: u64) -> Usage {
     }
 }
 
-use Progress::{Complete as Done, Continue as More};
+use Completion::{Complete as Done, Pending as More};
 
 const OPENAI_TEXT: [&str; 5] = [
     r#"{"id":"chatcmpl-AyPbt","object":"chat.completion.chunk","created":1739000000,"model":"gpt-4o-mini-2024-07-18","service_tier":"default","system_fingerprint":"fp_72ed7ab54c","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}"#,
@@ -160,7 +169,7 @@ fn openai_content_stream() {
     let full_usage = json!({"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,
         "prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}});
     // (usage requested, lines, progress after each, response usage)
-    type Case<'a> = (bool, Vec<&'a str>, Vec<Progress>, Option<Value>);
+    type Case<'a> = (bool, Vec<&'a str>, Vec<Completion>, Option<Value>);
     let cases: Vec<Case<'_>> = vec![
         // Without usage the finish chunk already completes: no need to wait for [DONE].
         (
@@ -252,7 +261,10 @@ fn llama_cpp_reasoning_with_timings_and_no_done() {
                                 "reasoning_content": "The user wants 6*7."},
                     "finish_reason": "stop"
                 }],
-                "usage": {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23}
+                "usage": {"prompt_tokens": 14, "completion_tokens": 9, "total_tokens": 23},
+                // llama.cpp's own figures, in its own shape; the rest of its object is dropped.
+                "timings": {"prompt_n": 14, "prompt_ms": 21.5, "predicted_n": 9,
+                            "predicted_ms": 88.1}
             }))
         );
     }
@@ -618,7 +630,7 @@ fn malformed_chunks() {
 #[test]
 fn ignored_events_and_done_variants() {
     let content = r#"{"choices":[{"delta":{"content":"x"}}]}"#;
-    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Progress>);
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<Completion>);
     let cases: Vec<Case<'_>> = vec![
         (
             vec![("ping", "not json"), ("message", "")],
@@ -884,14 +896,19 @@ fn completion_json_bodies() {
         (
             r#"{"choices":[{"index":0}]}"#.into(),
             Err(ChatError::MalformedChunk {
-                reason: "missing field `message`".into(),
+                reason: "missing field `message` at line 1 column 23".into(),
                 snippet: r#"{"choices":[{"index":0}]}"#.into(),
             }),
         ),
     ];
     for (input, want) in cases {
-        let got = response_from_completion_json(input.as_bytes())
-            .map(|r| serde_json::to_value(r).unwrap_or_default());
+        let got = response_from_completion_json(input.as_bytes()).map(|r| {
+            let mut json = serde_json::to_value(r).unwrap_or_default();
+            if let Some(object) = json.as_object_mut() {
+                object.remove("retries");
+            }
+            json
+        });
         assert_eq!(got, want, "{input}");
     }
     assert!(response_from_completion_json(b"\xff\xfe").is_err());
@@ -1043,4 +1060,242 @@ fn events_of_a_push_are_dropped_by_the_next_push() {
         })
     );
     assert_eq!(acc.next_event(), None);
+}
+
+/// Content deltas as chunks, then a finish (or `[DONE]`) if given.
+fn content_chunks(deltas: &[&str], end: Option<&str>) -> Vec<String> {
+    let mut lines: Vec<String> = deltas
+        .iter()
+        .map(|d| {
+            format!(
+                r#"{{"choices":[{{"index":0,"delta":{{"content":{}}}}}]}}"#,
+                serde_json::to_string(d).unwrap_or_default()
+            )
+        })
+        .collect();
+    match end {
+        Some("[DONE]") => lines.push("[DONE]".into()),
+        Some(reason) => lines.push(format!(
+            r#"{{"choices":[{{"index":0,"delta":{{}},"finish_reason":"{reason}"}}]}}"#
+        )),
+        None => {}
+    }
+    lines
+}
+
+#[test]
+fn think_blocks_in_content_become_reasoning() {
+    let split = [
+        "<th",
+        "ink>\nLet me",
+        " see</thi",
+        "nk>\n\nThe answer",
+        " is 4 < 5.",
+    ];
+    // (split on, deltas, end, events, reasoning, content)
+    type Case<'a> = (
+        bool,
+        Vec<&'a str>,
+        Option<&'a str>,
+        Vec<E>,
+        Option<&'a str>,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            true,
+            split.to_vec(),
+            Some("stop"),
+            vec![
+                think(0, "Let me"),
+                think(0, " see"),
+                text(0, "The answer"),
+                text(0, " is 4 < 5."),
+                fin(0, "stop"),
+            ],
+            Some("Let me see"),
+            "The answer is 4 < 5.",
+        ),
+        (
+            false,
+            split.to_vec(),
+            Some("stop"),
+            split
+                .iter()
+                .map(|d| text(0, d))
+                .chain([fin(0, "stop")])
+                .collect(),
+            None,
+            "<think>\nLet me see</think>\n\nThe answer is 4 < 5.",
+        ),
+        // Held tag prefixes go out before the finish, or at `[DONE]`, as the text they are.
+        (
+            true,
+            vec!["<thi"],
+            Some("stop"),
+            vec![text(0, "<thi"), fin(0, "stop")],
+            None,
+            "<thi",
+        ),
+        (
+            true,
+            vec!["<think>abc</th"],
+            Some("[DONE]"),
+            vec![think(0, "abc"), think(0, "</th")],
+            Some("abc</th"),
+            "",
+        ),
+        // A `<` in ordinary reasoning waits only until it cannot start the closing tag.
+        (
+            true,
+            vec!["<think>a <", " b</think>c"],
+            Some("stop"),
+            vec![
+                think(0, "a "),
+                think(0, "< b"),
+                text(0, "c"),
+                fin(0, "stop"),
+            ],
+            Some("a < b"),
+            "c",
+        ),
+        // Content that does not open with the tag is content, tags and all.
+        (
+            true,
+            vec!["Hi <think>x</think>"],
+            Some("stop"),
+            vec![text(0, "Hi <think>x</think>"), fin(0, "stop")],
+            None,
+            "Hi <think>x</think>",
+        ),
+    ];
+    for (on, deltas, end, events, reasoning, content) in cases {
+        let lines = content_chunks(&deltas, end);
+        let mut acc = Accumulator::new(false).split_think(on);
+        let mut got = Vec::new();
+        for line in &lines {
+            acc.push_event_with("message", line, &mut |e| got.push(e.to_owned_event()))
+                .expect("valid chunk");
+        }
+        assert_eq!(got, events, "{deltas:?}");
+        let response = acc.finish().expect("complete");
+        assert_eq!(
+            (response.reasoning(), response.content()),
+            (reasoning, content),
+            "{deltas:?}"
+        );
+    }
+}
+
+#[test]
+fn a_stopped_stream_keeps_what_the_think_splitter_held() {
+    for (deltas, reasoning, content) in [
+        (vec!["<thi"], None, "<thi"),
+        (vec!["<think>plan</thin"], Some("plan</thin"), ""),
+        (vec!["<think>plan</think>ans"], Some("plan"), "ans"),
+    ] {
+        let mut acc = Accumulator::new(false);
+        for line in content_chunks(&deltas, None) {
+            acc.push_event("message", &line).expect("valid chunk");
+        }
+        let partial = acc.partial_response();
+        assert_eq!(
+            (partial.reasoning(), partial.content()),
+            (reasoning, content),
+            "{deltas:?}"
+        );
+    }
+}
+
+#[test]
+fn usage_extras_are_capped_and_charged() {
+    let chunk = |extras: &str| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"content":"w"}}}}],"usage":{{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3{extras}}}}}"#
+        )
+    };
+    // Huge extras: a few KiB kept, the rest dropped, the counts read.
+    let huge = chunk(&format!(
+        r#","details":{{"x":1}},"junk":[{}0]"#,
+        "0,".repeat(100_000)
+    ));
+    let r = run(false, &msgs(&[huge.as_str()]));
+    assert_eq!(r.error, None);
+    let usage = r.acc.usage.clone().expect("usage read");
+    assert_eq!(usage.total_tokens, 3);
+    assert_eq!(usage.extra.get("details"), Some(&json!({"x": 1})));
+    assert!(
+        usage.extra_len() <= Usage::MAX_EXTRA_BYTES,
+        "{}",
+        usage.extra_len()
+    );
+    // Extras count against the response budget; only the latest usage is held, so usage
+    // on every chunk (vLLM's continuous_usage_stats) does not add up.
+    let small = chunk(r#","details":{"cached_tokens":12345}"#);
+    let limits = |max_response_bytes| ChatLimits {
+        max_response_bytes,
+        ..ChatLimits::default()
+    };
+    let many: Vec<&str> = std::iter::repeat_n(small.as_str(), 100).collect();
+    let r = run_with(false, limits(200), &msgs(&many));
+    assert_eq!(r.error, None);
+    assert_eq!(r.acc.budget.used, 100 + usage_extra_len(&small));
+    let r = run_with(false, limits(30), &msgs(&[small.as_str()]));
+    assert_eq!(r.error, Some(ChatError::ResponseTooLarge { limit: 30 }));
+}
+
+fn usage_extra_len(chunk: &str) -> usize {
+    serde_json::from_str::<ChunkRef<'_>>(chunk)
+        .ok()
+        .and_then(|c| c.usage)
+        .map_or(0, |u| u.extra_len())
+}
+
+#[test]
+fn errors_quote_at_most_a_snippet_of_a_huge_line() {
+    let huge = "x".repeat(1 << 20);
+    let lines = [
+        format!(r#"{{"choices":"{huge}"}}"#),
+        format!(r#"{{"choices":[{{"delta":{{"content":["{huge}"]}}}}]}}"#),
+        huge.clone(),
+    ];
+    for line in &lines {
+        let r = run(false, &[("message", line.as_str())]);
+        let err = r.error.expect("malformed");
+        assert_eq!(err.kind(), FailureKind::MalformedChunk);
+        assert!(
+            err.to_string().len() < 1000,
+            "{} bytes",
+            err.to_string().len()
+        );
+    }
+}
+
+#[test]
+fn repeated_tool_call_ids_and_names_are_delivered_once() {
+    let fragment = |args: &str| {
+        format!(
+            r#"{{"choices":[{{"index":0,"delta":{{"tool_calls":[{{"index":0,"id":"call_1","type":"function","function":{{"name":"lookup","arguments":{}}}}}]}}}}]}}"#,
+            serde_json::to_string(args).unwrap_or_default()
+        )
+    };
+    let lines = [
+        fragment("{\"q\":"),
+        fragment("1"),
+        fragment("}"),
+        fragment(""),
+    ];
+    let r = run(
+        false,
+        &msgs(&lines.iter().map(String::as_str).collect::<Vec<_>>()),
+    );
+    assert_eq!(r.error, None);
+    assert_eq!(
+        r.events,
+        vec![
+            tool(0, 0, Some("call_1"), Some("lookup"), "{\"q\":"),
+            tool(0, 0, None, None, "1"),
+            tool(0, 0, None, None, "}"),
+        ]
+    );
 }

@@ -2,7 +2,7 @@
 //! memchr ceiling, end to end over loopback against the official Python SDK, the cost of many
 //! short calls on one client against plain ureq and the Python SDK, and binary size.
 //!
-//! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [calls] [size]`
+//! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [calls] [size] [hostile]`
 //! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
 
 mod alloc;
@@ -10,6 +10,7 @@ mod calls;
 mod contenders;
 mod e2e;
 mod harness;
+mod hostile;
 mod size;
 mod workloads;
 
@@ -25,6 +26,14 @@ static GLOBAL: alloc::Counting = alloc::Counting;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(case) = args.iter().find_map(|a| a.strip_prefix("--hostile-child=")) {
+        let url = args
+            .iter()
+            .find(|a| !a.starts_with("--"))
+            .map_or("", String::as_str);
+        hostile::child(case, url);
+        return;
+    }
     let sections: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     let wants = |s: &str| sections.is_empty() || sections.iter().any(|a| *a == s);
     let filter = |flag: &str| {
@@ -59,6 +68,9 @@ fn main() {
     }
     if let (true, Some(builds)) = (wants("size"), &builds) {
         println!("{}", size_section(builds));
+    }
+    if wants("hostile") {
+        println!("{}", hostile::section(filter("--case=").as_deref()));
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 }

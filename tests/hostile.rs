@@ -1,0 +1,656 @@
+//! Hostile servers over loopback: broken chunked framing, header floods, compressed bodies,
+//! error bodies that drip, absurd `Retry-After` values, servers that echo credentials and
+//! terminal escapes, a server that goes away and comes back, one that answers `503` while
+//! it loads, and bodies larger than the limits. (Server error *shapes* are in
+//! tests/server_quirks.rs; peak memory is measured by the bench's `hostile` section.)
+
+mod common;
+
+use common::*;
+use oai_sse::retry::{RetryAction, RetryPolicy};
+use oai_sse::{
+    CallOptions, ChatLimits, ChatRequest, Client, ClientBuilder, Error, FailureKind, Message,
+    ProxyConfig, RetryHook, RetryNotice,
+};
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Fast, jitter-free retries (so a wrongly retried failure shows as a second request).
+fn fast_policy() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: ms(10),
+        max_delay: ms(20),
+        jitter: 0.0,
+        resume: false,
+        ..RetryPolicy::default()
+    }
+}
+
+fn builder(base_url: &str) -> ClientBuilder {
+    Client::builder()
+        .base_url(base_url)
+        .proxy(ProxyConfig::None)
+        .retry_policy(fast_policy())
+        .connect_timeout(Duration::from_secs(5))
+        .first_byte_timeout(Duration::from_secs(10))
+        .idle_timeout(Duration::from_secs(10))
+}
+
+fn request() -> ChatRequest {
+    ChatRequest::new("m", vec![Message::user("hi")])
+}
+
+/// The answer `"Hi"`, complete, as one SSE body.
+fn answer_body() -> String {
+    format!("{}{}{DONE}", content("Hi"), finish("stop"))
+}
+
+/// Serves every connection with `reply(index)`, then returns the error of one call and the
+/// number of requests the server saw.
+fn call_against(
+    reply: impl Fn(usize, &mut TcpStream) + Send + 'static,
+    configure: impl FnOnce(ClientBuilder) -> ClientBuilder,
+) -> (Result<oai_sse::ChatResponse, Error>, usize) {
+    let server = serve_sequential(move |i, stream, _| reply(i, stream));
+    let client = configure(builder(&server.base_url()))
+        .build()
+        .expect("client");
+    let result = client.chat(&request());
+    (result, server.stop().len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Broken HTTP framing is a protocol error, not a cut connection
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn broken_chunked_framing_is_a_protocol_error_not_retried() {
+    let first = chunk(content("Hi").as_bytes());
+    let endless_extension = {
+        let mut line = b"5;ext=".to_vec();
+        line.extend(std::iter::repeat_n(b'x', 200 << 10));
+        line
+    };
+    // (name, bytes after the head and a first good chunk)
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("endless chunk extension", endless_extension),
+        ("chunk size not hex", b"zz\r\nhello\r\n".to_vec()),
+        (
+            "chunk size line too long",
+            format!("5;{}\r\nhello\r\n", "e".repeat(40)).into_bytes(),
+        ),
+        (
+            "no CRLF after the chunk data",
+            b"5\r\nhelloXX5\r\nhello\r\n".to_vec(),
+        ),
+    ];
+    for (name, tail) in cases {
+        let first = first.clone();
+        let (result, requests) = call_against(
+            move |_, stream| {
+                send(stream, SSE_CHUNKED_HEAD.as_bytes());
+                send(stream, &first);
+                send(stream, &tail);
+                wait_for_close(stream);
+            },
+            |b| b,
+        );
+        let err = result.expect_err(name);
+        assert_eq!(err.kind(), FailureKind::Protocol, "{name}: {err}");
+        assert!(err.retries().is_empty(), "{name}");
+        assert_eq!(requests, 1, "{name}");
+    }
+}
+
+#[test]
+fn a_connection_cut_inside_the_framing_is_still_retried() {
+    let (result, requests) = call_against(
+        |i, stream| {
+            if i == 0 {
+                send(stream, SSE_CHUNKED_HEAD.as_bytes());
+                send(stream, b"1a;ext"); // FIN in the middle of a chunk-size line
+            } else {
+                send(stream, &sse_response(&answer_body()));
+            }
+        },
+        |b| b,
+    );
+    let response = result.expect("recovered");
+    assert_eq!(response.content(), "Hi");
+    assert_eq!(response.retries.len(), 1);
+    assert_eq!(response.retries[0].reason, FailureKind::UnexpectedEof);
+    assert_eq!(requests, 2);
+}
+
+#[test]
+fn header_floods_are_not_retried() {
+    // (name, header count, value length, kind)
+    let cases = [
+        ("many small headers", 20_000, 20, FailureKind::Protocol),
+        (
+            "a head over the 64 KiB buffer",
+            10,
+            8 << 10,
+            FailureKind::LimitExceeded,
+        ),
+    ];
+    for (name, count, len, kind) in cases {
+        let (result, requests) = call_against(
+            move |_, stream| {
+                send(
+                    stream,
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n",
+                );
+                let value = "v".repeat(len);
+                for i in 0..count {
+                    if stream
+                        .write_all(format!("x-flood-{i}: {value}\r\n").as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                wait_for_close(stream);
+            },
+            |b| b,
+        );
+        let err = result.expect_err(name);
+        assert_eq!(err.kind(), kind, "{name}: {err}");
+        if kind == FailureKind::LimitExceeded {
+            assert_eq!(
+                err.to_string(),
+                "limit exceeded: response head larger than 64 KiB"
+            );
+        }
+        assert_eq!(requests, 1, "{name}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decisions the lead's rewrite made, proven over loopback
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn retry_after_too_large_for_a_duration_is_too_long_not_ignored() {
+    for (name, value) in [
+        ("retry-after", "1e21"),
+        ("retry-after", "1e300"),
+        ("retry-after-ms", "1e300"),
+        ("retry-after", "1e9"),
+    ] {
+        let (result, requests) = call_against(
+            move |_, stream| {
+                send(
+                    stream,
+                    &http_response("429 Too Many Requests", &[(name, value)], "slow down"),
+                );
+            },
+            |b| b,
+        );
+        let err = result.expect_err(value);
+        assert_eq!(err.status(), Some(429), "{name}: {value}");
+        assert!(err.retries().is_empty(), "{name}: {value}");
+        assert_eq!(requests, 1, "{name}: {value} was retried");
+    }
+}
+
+#[test]
+fn compressed_bodies_are_a_clear_permanent_error() {
+    for encoding in ["gzip", "deflate", "br"] {
+        let started = Instant::now();
+        let (result, requests) = call_against(
+            move |_, stream| {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: {encoding}\r\ncontent-length: 4\r\n\r\nabcd"
+                );
+                send(stream, head.as_bytes());
+                wait_for_close(stream);
+            },
+            |b| b,
+        );
+        let err = result.expect_err(encoding);
+        assert_eq!(err.kind(), FailureKind::UnexpectedContentType, "{err}");
+        assert!(err.to_string().contains(encoding), "{err}");
+        assert_eq!(requests, 1);
+        // Not four idle timeouts: the answer is known from the head.
+        assert!(started.elapsed() < Duration::from_secs(5), "{encoding}");
+    }
+}
+
+#[test]
+fn an_error_body_that_drips_is_cut_by_a_total_time_bound() {
+    let started = Instant::now();
+    let (result, requests) = call_against(
+        |_, stream| {
+            send(
+                stream,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 65536\r\n\r\n",
+            );
+            // One byte every 100 ms: 65536 bytes would take 1.8 hours.
+            for _ in 0..65536 {
+                if stream.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(ms(100));
+            }
+        },
+        |b| b,
+    );
+    let err = result.expect_err("400");
+    assert_eq!(err.status(), Some(400));
+    assert!(
+        err.api_error()
+            .is_some_and(|e| e.message.starts_with("xxx")),
+        "{err}"
+    );
+    assert_eq!(requests, 1);
+    // The bound is 10 s (`ERROR_BODY_TIME`); allow for a slow machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A server that is down or loading is waited for within a time budget
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_server_that_goes_away_and_comes_back_after_5_s() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    // The restart: nothing listens for 5 s, then the server is back.
+    let restarted = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(5));
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+        serve_on(listener, 1, |_, stream, _| {
+            send(stream, &sse_response(&answer_body()))
+        })
+    });
+    // The default policy: 3 counted retries, 250 ms doubling to 8 s, 2 minutes for a server.
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .proxy(ProxyConfig::None)
+        .resume(false)
+        .build()
+        .expect("client");
+    let options = CallOptions {
+        jitter_seed: Some(7),
+        ..CallOptions::default()
+    };
+    let started = Instant::now();
+    let result = client.chat_with(&request(), &options, |_| {});
+    let elapsed = started.elapsed();
+    let server = restarted.join().expect("server thread");
+    let response = result.expect("the call outlasts the restart");
+    assert_eq!(response.content(), "Hi");
+    assert!(elapsed >= Duration::from_secs(5), "{elapsed:?}");
+    // More refusals than the 3 counted retries: the wait is a time budget, not a count.
+    assert!(response.retries.len() > 3, "{:?}", response.retries);
+    for record in &response.retries {
+        assert_eq!(record.reason, FailureKind::ConnectionRefused, "{record:?}");
+        assert_eq!(record.action, RetryAction::Restarted);
+    }
+    assert_eq!(server.join().len(), 1);
+}
+
+#[test]
+fn a_server_loading_its_model_is_waited_for_past_the_retry_count() {
+    let (result, requests) = call_against(
+        |i, stream| {
+            if i < 6 {
+                send(
+                    stream,
+                    &http_response(
+                        "503 Service Unavailable",
+                        &[("content-type", "application/json")],
+                        r#"{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}"#,
+                    ),
+                );
+            } else {
+                send(stream, &sse_response(&answer_body()));
+            }
+        },
+        |b| {
+            b.retry_policy(RetryPolicy {
+                max_retries: 2,
+                ..fast_policy()
+            })
+        },
+    );
+    let response = result.expect("served once loaded");
+    assert_eq!(response.content(), "Hi");
+    assert_eq!(response.retries.len(), 6, "{:?}", response.retries);
+    assert!(
+        response
+            .retries
+            .iter()
+            .all(|r| r.reason == FailureKind::HttpStatus)
+    );
+    assert_eq!(requests, 7);
+}
+
+#[test]
+fn a_server_down_past_the_budget_gives_up_with_the_history() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let client = builder(&format!("http://127.0.0.1:{port}/v1"))
+        .retry_policy(RetryPolicy {
+            initial_delay: ms(50),
+            max_delay: ms(200),
+            max_wait_for_server: Some(Duration::from_secs(1)),
+            ..fast_policy()
+        })
+        .build()
+        .expect("client");
+    let started = Instant::now();
+    let err = client.chat(&request()).expect_err("nothing listens");
+    let elapsed = started.elapsed();
+    assert_eq!(err.kind(), FailureKind::ConnectionRefused);
+    let Error::AfterRetries(after) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(after.exhausted);
+    assert!(after.history.len() > 3, "{:?}", after.history);
+    assert!(
+        after
+            .history
+            .iter()
+            .all(|r| r.reason == FailureKind::ConnectionRefused)
+    );
+    assert!(
+        elapsed >= ms(700) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    assert!(err.to_string().starts_with("gave up after"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// No credential in any output
+// ---------------------------------------------------------------------------------------------
+
+/// Every log record of this test binary, formatted.
+fn logged() -> &'static Mutex<Vec<String>> {
+    struct Capture;
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+            m.level() <= log::Level::Debug
+        }
+        fn log(&self, r: &log::Record<'_>) {
+            if self.enabled(r.metadata()) {
+                let line = format!("{} {}: {}", r.level(), r.target(), r.args());
+                logged()
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(line);
+            }
+        }
+        fn flush(&self) {}
+    }
+    static LOGGED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    static CAPTURE: Capture = Capture;
+    LOGGED.get_or_init(|| {
+        if log::set_logger(&CAPTURE).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+        Mutex::new(Vec::new())
+    })
+}
+
+const KEY: &str = "sk-test-KEY-0123456789";
+const HEADER_SECRET: &str = "azure-HEADER-SECRET-42";
+const URL_PASSWORD: &str = "url-PASSWORD-789";
+const PROXY_PASSWORD: &str = "proxy-PASSWORD-000";
+
+fn assert_clean(text: &str, what: &str) {
+    for secret in [KEY, HEADER_SECRET, URL_PASSWORD, PROXY_PASSWORD] {
+        assert!(!text.contains(secret), "{secret} in {what}: {text}");
+    }
+    assert!(
+        !text.chars().any(|c| c == '\u{1b}' || c == '\u{7}'),
+        "raw terminal controls in {what}: {text:?}"
+    );
+}
+
+#[test]
+fn servers_echoing_credentials_and_escapes_are_redacted() {
+    logged();
+    let echo =
+        format!("key {KEY} header {HEADER_SECRET} pw {URL_PASSWORD} \u{1b}]0;pwned\u{7}\u{1b}[2J");
+    let json_echo = serde_json::to_string(&echo).expect("JSON string");
+    let hooked: Arc<Mutex<Vec<String>>> = Arc::default();
+    // (name, response bytes)
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "401 body",
+            http_response(
+                "401 Unauthorized",
+                &[("content-type", "application/json")],
+                &format!(
+                    r#"{{"error":{{"message":{json_echo},"type":"invalid_request_error","code":{json_echo}}}}}"#
+                ),
+            ),
+        ),
+        (
+            "HTML error page",
+            http_response(
+                "403 Forbidden",
+                &[("content-type", "text/html")],
+                &format!("<html><body><p>{echo}</p></body></html>"),
+            ),
+        ),
+        (
+            "event: error",
+            sse_response(&format!(
+                "{}event: error\ndata: {{\"error\":{{\"message\":{json_echo}}}}}\n\n",
+                content("x")
+            )),
+        ),
+        (
+            "bare error line",
+            sse_response(&format!(
+                "{}{{\"error\":{{\"message\":{json_echo}}}}}\n",
+                content("x")
+            )),
+        ),
+        (
+            "captive portal",
+            http_response(
+                "200 OK",
+                &[("content-type", "text/html")],
+                &format!("<p>{echo}</p>"),
+            ),
+        ),
+        (
+            "malformed chunk",
+            sse_response(&format!("data: {{\"choices\":{json_echo}}}\n\n")),
+        ),
+        (
+            // Retried once (the hook sees it), then given up.
+            "502 retried",
+            http_response("502 Bad Gateway", &[("content-type", "text/plain")], &echo),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let server = serve_sequential(move |_, stream, _| send(stream, &bytes));
+        let base = format!("http://alice:{URL_PASSWORD}@{}/v1", server.addr);
+        let hook_log = Arc::clone(&hooked);
+        let hook: RetryHook = Arc::new(move |n: &RetryNotice<'_>| {
+            hook_log
+                .lock()
+                .expect("hook lock")
+                .push(n.error.to_string());
+        });
+        let client = builder(&base)
+            .api_key(KEY)
+            .header("api-key", HEADER_SECRET)
+            .retry_policy(RetryPolicy {
+                max_retries: 1,
+                ..fast_policy()
+            })
+            .build()
+            .expect("client");
+        let options = CallOptions {
+            on_retry: Some(hook),
+            ..CallOptions::default()
+        };
+        let err = client
+            .chat_with(&request(), &options, |_| {})
+            .expect_err(name);
+        server.stop();
+        assert_clean(&err.to_string(), name);
+        assert_clean(&format!("{err:?}"), name);
+        if let Some(api) = err.api_error() {
+            assert_clean(
+                &format!("{} {:?} {:?}", api.message, api.kind, api.code),
+                name,
+            );
+        }
+        assert!(
+            err.to_string().contains("<redacted>"),
+            "{name}: nothing redacted in {err}"
+        );
+    }
+    let hooked = hooked.lock().expect("hook lock");
+    assert!(!hooked.is_empty(), "the 502 was retried through the hook");
+    for line in hooked.iter() {
+        assert_clean(line, "retry hook");
+    }
+    for line in logged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        assert_clean(line, "log line");
+    }
+    // The client's own output: Debug and the URL it reports.
+    let client = builder(&format!("http://alice:{URL_PASSWORD}@127.0.0.1:9/v1"))
+        .api_key(KEY)
+        .header("api-key", HEADER_SECRET)
+        .proxy(ProxyConfig::Url(format!(
+            "http://bob:{PROXY_PASSWORD}@127.0.0.1:9"
+        )));
+    assert_clean(&format!("{client:?}"), "ClientBuilder Debug");
+    assert_clean(
+        &format!("{:?}", client.build().expect("client")),
+        "Client Debug",
+    );
+    // Configuration errors quote URLs without their passwords.
+    for builder in [
+        Client::builder().base_url(format!("http://alice:{URL_PASSWORD}@[bad/v1")),
+        Client::builder().base_url(format!("ftp://alice:{URL_PASSWORD}@host/v1")),
+        Client::builder().proxy(ProxyConfig::Url(format!("ftp://bob:{PROXY_PASSWORD}@[bad"))),
+    ] {
+        let err = builder.build().expect_err("invalid");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert_clean(&err.to_string(), "configuration error");
+    }
+}
+
+#[test]
+fn a_proxy_echoing_its_password_is_redacted() {
+    logged();
+    // The "proxy" accepts the CONNECT, then answers the tunnelled request itself with an
+    // error that echoes the proxy's password.
+    let proxy = serve_sequential(|_, stream, connect| {
+        assert!(connect.starts_with("CONNECT "), "{connect}");
+        send(stream, b"HTTP/1.1 200 Connection established\r\n\r\n");
+        if read_request(stream).is_some() {
+            let body = format!("proxy auth {PROXY_PASSWORD} refused");
+            send(stream, &http_response("400 Bad Request", &[], &body));
+        }
+    });
+    let client = Client::builder()
+        .base_url("http://127.0.0.1:9/v1")
+        .proxy(ProxyConfig::Url(format!(
+            "http://bob:{PROXY_PASSWORD}@{}",
+            proxy.addr
+        )))
+        .retry_policy(RetryPolicy {
+            max_retries: 1,
+            ..fast_policy()
+        })
+        .build()
+        .expect("client");
+    let err = client.chat(&request()).expect_err("400");
+    let requests = proxy.stop();
+    assert_eq!(requests.len(), 1, "one tunnel through the proxy");
+    assert_eq!(err.status(), Some(400));
+    assert_clean(&err.to_string(), "proxy error");
+    assert!(err.to_string().contains("<redacted>"), "{err}");
+    for line in logged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+    {
+        assert_clean(line, "log line");
+    }
+}
+
+#[test]
+fn log_lines_do_not_carry_url_userinfo() {
+    logged();
+    let server = serve_sequential(|_, stream, _| send(stream, &sse_response(&answer_body())));
+    let base = format!("http://alice:{URL_PASSWORD}@{}/v1", server.addr);
+    let client = builder(&base).build().expect("client");
+    let response = client.chat(&request()).expect("answered");
+    server.stop();
+    assert_eq!(response.content(), "Hi");
+    let lines = logged().lock().unwrap_or_else(PoisonError::into_inner);
+    assert!(
+        lines.iter().any(|l| l.contains("POST http://<redacted>@")),
+        "the attempt is logged, redacted: {lines:?}"
+    );
+    for line in lines.iter() {
+        assert_clean(line, "log line");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bodies larger than the limits
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_completion_body_over_the_response_limit_is_refused_not_retried() {
+    let text = "x".repeat(200_000);
+    let body = format!(
+        r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}]}}"#
+    );
+    for (limit, want) in [
+        (100_000, Err(FailureKind::LimitExceeded)),
+        (1 << 20, Ok(200_000)),
+    ] {
+        let body = body.clone();
+        let (result, requests) = call_against(
+            move |_, stream| {
+                send(
+                    stream,
+                    &http_response("200 OK", &[("content-type", "application/json")], &body),
+                );
+            },
+            |b| {
+                b.chat_limits(ChatLimits {
+                    max_response_bytes: limit,
+                    ..ChatLimits::default()
+                })
+            },
+        );
+        assert_eq!(
+            result.map(|r| r.content().len()).map_err(|e| e.kind()),
+            want,
+            "{limit}"
+        );
+        assert_eq!(requests, 1);
+    }
+}

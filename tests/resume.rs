@@ -1,0 +1,447 @@
+//! Resume, don't restart: a broken stream continues from its byte offset through the mock's
+//! llama.cpp-style replay route (`GET /v1/stream?conv_id=..&from=N`), with one generation and
+//! no delta lost or repeated; and falls back to a restart when the replay cannot be had.
+#![cfg(feature = "mock")]
+
+use oai_sse::mock::{FaultRule, MockServer, Script};
+use oai_sse::retry::RetryPolicy;
+use oai_sse::{
+    CallOptions, CancelHandle, ChatRequest, ChatResponse, Client, Error, FailureKind, Message,
+    OwnedStreamEvent, ProxyConfig, RetryAction, StreamEvent,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+const REPLY: &str = "The sea is wide and the boats are small, but the harbour lights are on.";
+const REASONING: &str = "A calm answer about the sea.";
+const TOOL_ARGS: &str = r#"{"city":"Brest","unit":"celsius"}"#;
+
+fn script() -> Script {
+    Script::new()
+        .reasoning(REASONING)
+        .text(REPLY)
+        .tool_call("get_weather", TOOL_ARGS)
+}
+
+fn request() -> ChatRequest {
+    ChatRequest::new("mock-model", vec![Message::user("the sea")]).include_usage()
+}
+
+/// Jitter-free, short backoff; resume on (the default).
+fn policy() -> RetryPolicy {
+    RetryPolicy {
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(50),
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    }
+}
+
+fn client(server: &MockServer) -> Client {
+    client_with(server, policy())
+}
+
+fn client_with(server: &MockServer, policy: RetryPolicy) -> Client {
+    Client::builder()
+        .base_url(server.base_url())
+        .proxy(ProxyConfig::None)
+        .retry_policy(policy)
+        .first_byte_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+fn fault(spec: &str) -> FaultRule {
+    spec.parse().expect("fault spec")
+}
+
+/// Runs the call, collecting every event the caller saw.
+fn run(client: &Client) -> (Result<ChatResponse, Error>, Vec<OwnedStreamEvent>) {
+    let mut events = Vec::new();
+    let result = client.chat_stream(&request(), |e| events.push(e.to_owned_event()));
+    (result, events)
+}
+
+/// Without the retry records and the attempts' timings, to compare a recovered response
+/// with a clean one.
+fn without_retries(response: &ChatResponse) -> ChatResponse {
+    let mut response = response.clone();
+    response.retries.clear();
+    response.timings.attempts.clear();
+    response
+}
+
+/// The whole response (status line, headers, chunked body) the mock sends for `request()`.
+fn raw_response_len(server: &MockServer) -> usize {
+    let mut streaming = request();
+    streaming.stream = Some(true);
+    let body = serde_json::to_string(&streaming).expect("json");
+    let mut tcp = TcpStream::connect(server.addr()).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        tcp,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response).expect("read");
+    response.len()
+}
+
+/// Events other than the resume marker, in order.
+fn deltas(events: &[OwnedStreamEvent]) -> Vec<&OwnedStreamEvent> {
+    events
+        .iter()
+        .filter(|e| !matches!(e, OwnedStreamEvent::Resumed { .. }))
+        .collect()
+}
+
+/// A FIN after every byte of the first response: the same response as a clean run, the same
+/// events shown exactly once, one generation at the server, and at most one resume.
+#[test]
+fn fin_at_every_byte_offset_resumes_with_one_generation() {
+    let clean_server = MockServer::start(script()).expect("mock");
+    let (clean, clean_events) = run(&client(&clean_server));
+    let clean = without_retries(&clean.expect("clean run"));
+    let total = raw_response_len(&clean_server);
+    let offsets: Vec<usize> = (0..total).collect();
+    let chunks: Vec<&[usize]> = offsets.chunks(total.div_ceil(4)).collect();
+    std::thread::scope(|scope| {
+        for chunk in chunks {
+            let (clean, clean_events) = (&clean, &clean_events);
+            scope.spawn(move || {
+                for &n in chunk {
+                    let server = MockServer::start(
+                        script().fault(fault(&format!("close-after={n},times=1"))),
+                    )
+                    .expect("mock");
+                    // No wait before the resume: the sweep makes thousands of them.
+                    let quick = RetryPolicy {
+                        initial_delay: Duration::ZERO,
+                        ..policy()
+                    };
+                    let (result, events) = run(&client_with(&server, quick));
+                    let response = result.unwrap_or_else(|e| panic!("cut at {n}: {e:?}"));
+                    assert_eq!(without_retries(&response), *clean, "cut at {n}");
+                    assert_eq!(deltas(&events), deltas(clean_events), "cut at {n}");
+                    assert_eq!(server.generation_count(), 1, "cut at {n}: generations");
+                    assert!(
+                        !events
+                            .iter()
+                            .any(|e| matches!(e, OwnedStreamEvent::Restart { .. })),
+                        "cut at {n}: restarted"
+                    );
+                    match response.retries.as_slice() {
+                        // The cut came after the stream was complete.
+                        [] => assert_eq!(server.replay_count(), 0, "cut at {n}"),
+                        [retry] => {
+                            let RetryAction::Resumed { offset } = retry.action else {
+                                panic!("cut at {n}: {retry:?}")
+                            };
+                            assert!((offset as usize) < n.max(1), "cut at {n}: offset {offset}");
+                            assert_eq!(server.replay_count(), 1, "cut at {n}");
+                            let resumed = events
+                                .iter()
+                                .filter(|e| matches!(e, OwnedStreamEvent::Resumed { .. }))
+                                .count();
+                            assert_eq!(resumed, 1, "cut at {n}");
+                        }
+                        more => panic!("cut at {n}: {more:?}"),
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn resets_mid_stream_and_before_the_first_body_byte_resume_from_the_right_offset() {
+    let clean_server = MockServer::start(script()).expect("mock");
+    let total = raw_response_len(&clean_server);
+    // 0: before the status line (nothing generated is lost: from=0 finds it all).
+    for n in [0, 1, 120, total / 3, total / 2, total - 200] {
+        let server = MockServer::start(script().fault(fault(&format!("reset-after={n},times=1"))))
+            .expect("mock");
+        let (result, _) = run(&client(&server));
+        let response = result.unwrap_or_else(|e| panic!("reset at {n}: {e:?}"));
+        assert_eq!(response.content(), REPLY, "reset at {n}");
+        assert_eq!(server.generation_count(), 1, "reset at {n}");
+        let retry = response.retries.first().expect("one retry");
+        assert_eq!(retry.reason, FailureKind::ConnectionReset, "reset at {n}");
+        assert!(
+            matches!(retry.action, RetryAction::Resumed { .. }),
+            "{retry:?}"
+        );
+    }
+}
+
+#[test]
+fn the_first_resume_waits_at_most_100_ms_later_ones_back_off() {
+    // The POST and the first replay are both cut: two resumes.
+    let server = MockServer::start(script().fault(fault("close-after=600,times=2"))).expect("mock");
+    let slow = RetryPolicy {
+        initial_delay: Duration::from_millis(400),
+        max_delay: Duration::from_secs(2),
+        jitter: 0.0,
+        ..RetryPolicy::default()
+    };
+    let (result, _) = run(&client_with(&server, slow));
+    let response = result.expect("recovered");
+    assert_eq!(response.content(), REPLY);
+    let delays: Vec<u64> = response.retries.iter().map(|r| r.delay_ms).collect();
+    assert_eq!(delays, [100, 800], "{:?}", response.retries);
+    assert!(
+        response
+            .retries
+            .iter()
+            .all(|r| matches!(r.action, RetryAction::Resumed { .. }))
+    );
+    assert_eq!(server.generation_count(), 1);
+    assert_eq!(server.replay_count(), 2);
+}
+
+#[test]
+fn every_post_carries_a_fresh_conversation_id_unless_resume_is_off() {
+    let server = MockServer::start(script()).expect("mock");
+    let client = client(&server);
+    for _ in 0..2 {
+        client.chat(&request()).expect("chat");
+    }
+    let ids: Vec<String> = server
+        .chat_requests()
+        .iter()
+        .map(|r| r.header("x-conversation-id").expect("header").to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        let hex = id.strip_prefix("oai-sse-").expect("prefix");
+        assert_eq!(hex.len(), 32);
+        assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+
+    let server = MockServer::start(script().fault(fault("close-after=700,times=1"))).expect("mock");
+    let off = client_with(
+        &server,
+        RetryPolicy {
+            resume: false,
+            ..policy()
+        },
+    );
+    let (result, events) = run(&off);
+    let response = result.expect("restarted");
+    assert!(
+        server.chat_requests()[0]
+            .header("x-conversation-id")
+            .is_none()
+    );
+    assert_eq!(server.generation_count(), 2);
+    assert_eq!(response.retries[0].action, RetryAction::Restarted);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, OwnedStreamEvent::Restart { .. }))
+    );
+}
+
+/// Each way the replay can be missing falls back to a restart within the same budget.
+#[test]
+fn unavailable_replays_fall_back_to_a_restart() {
+    let table = [
+        "no-replay",
+        "no-replay=405",
+        "no-replay=501",
+        "replay-expired",
+        "replay-lost",
+        // The replay GET itself is cut before its status line.
+        "reset-after=0,after=1,times=1",
+    ];
+    for spec in table {
+        let server = MockServer::start(
+            script()
+                .fault(fault("close-after=700,times=1"))
+                .fault(fault(spec)),
+        )
+        .expect("mock");
+        let (result, events) = run(&client(&server));
+        let response = result.unwrap_or_else(|e| panic!("{spec}: {e:?}"));
+        assert_eq!(response.content(), REPLY, "{spec}");
+        assert_eq!(server.generation_count(), 2, "{spec}: generated again");
+        let actions: Vec<&RetryAction> = response.retries.iter().map(|r| &r.action).collect();
+        assert!(
+            matches!(
+                actions.as_slice(),
+                [RetryAction::Resumed { .. }, RetryAction::Restarted]
+            ),
+            "{spec}: {:?}",
+            response.retries
+        );
+        // Output had been shown: the caller is told to discard it.
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, OwnedStreamEvent::Restart { .. })),
+            "{spec}"
+        );
+    }
+}
+
+#[test]
+fn a_client_remembers_a_server_without_the_replay_route() {
+    // The faults cut the first call's POST and, after its fallback, the second call's POST.
+    let server = MockServer::start(
+        script()
+            .fault(fault("close-after=700,times=1"))
+            .fault(fault("close-after=700,after=3,times=1"))
+            .fault(fault("no-replay")),
+    )
+    .expect("mock");
+    let client = client(&server);
+    let (first, _) = run(&client);
+    let first = first.expect("first call");
+    assert_eq!(first.retries.len(), 2, "{:?}", first.retries);
+    let stream_requests = |server: &MockServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/v1/stream"))
+            .count()
+    };
+    let probes = stream_requests(&server);
+    assert!(probes >= 1, "the first call tried the route");
+    let (second, _) = run(&client);
+    let second = second.expect("second call");
+    assert_eq!(second.retries.len(), 1, "{:?}", second.retries);
+    assert_eq!(second.retries[0].action, RetryAction::Restarted);
+    assert_eq!(
+        stream_requests(&server),
+        probes,
+        "the route was not asked again"
+    );
+}
+
+#[test]
+fn a_session_that_expired_is_not_taken_for_a_missing_route() {
+    // replay-expired answers 404 like a missing route; the DELETE probe (204) tells them
+    // apart, so the next broken call resumes again.
+    let server = MockServer::start(
+        script()
+            .fault(fault("close-after=700,times=1"))
+            .fault(fault("replay-expired,after=1,times=1"))
+            .fault(fault("close-after=700,after=3,times=1")),
+    )
+    .expect("mock");
+    let client = client(&server);
+    let first = run(&client).0.expect("first call");
+    assert!(matches!(
+        first
+            .retries
+            .iter()
+            .map(|r| &r.action)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [RetryAction::Resumed { .. }, RetryAction::Restarted]
+    ));
+    let second = run(&client).0.expect("second call");
+    assert!(
+        matches!(second.retries.as_slice(), [r] if matches!(r.action, RetryAction::Resumed { .. })),
+        "{:?}",
+        second.retries
+    );
+}
+
+#[test]
+fn cancel_stop_and_giving_up_tell_the_server_to_stop() {
+    // Cancel during a stall.
+    let server = MockServer::start(script().fault(fault("stall-after=600,secs=10"))).expect("mock");
+    let client = client(&server);
+    let cancel = CancelHandle::new();
+    let options = CallOptions {
+        cancel: Some(cancel.clone()),
+        ..CallOptions::default()
+    };
+    let mut seen = false;
+    let result = client.chat_with(&request(), &options, |e| {
+        if e.is_output() && !seen {
+            seen = true;
+            let cancel = cancel.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                cancel.cancel();
+            });
+        }
+    });
+    assert!(matches!(result, Err(Error::Cancelled)), "{result:?}");
+    let id = server.chat_requests()[0]
+        .header("x-conversation-id")
+        .expect("id")
+        .to_owned();
+    assert_eq!(server.deleted_streams(), [id]);
+
+    // Stop from the callback: the partial response, marked, and the server told.
+    let server = MockServer::start(script()).expect("mock");
+    let client = self::client(&server);
+    let mut words = 0;
+    let response = client
+        .chat_stream(&request(), |e| {
+            if let StreamEvent::Content { .. } = e {
+                words += 1;
+                if words == 3 {
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .expect("stopped, not failed");
+    assert!(response.stopped_by_caller);
+    assert!(!response.content().is_empty() && response.content().len() < REPLY.len());
+    assert_eq!(server.deleted_streams().len(), 1);
+
+    // Giving up: every response is cut and no retry is left.
+    let server = MockServer::start(script().fault(fault("close-after=700"))).expect("mock");
+    let client = client_with(
+        &server,
+        RetryPolicy {
+            max_retries: 1,
+            ..policy()
+        },
+    );
+    let err = run(&client).0.expect_err("gave up");
+    assert_eq!(err.retries().len(), 1);
+    assert_eq!(server.deleted_streams().len(), 1);
+
+    // A clean run leaves nothing to stop.
+    let server = MockServer::start(script()).expect("mock");
+    client_with(&server, policy())
+        .chat(&request())
+        .expect("chat");
+    assert!(server.deleted_streams().is_empty());
+}
+
+#[test]
+fn the_pull_stream_resumes_inside_next_event() {
+    let server = MockServer::start(script().fault(fault("close-after=800,times=1"))).expect("mock");
+    let client = client(&server);
+    let mut stream = client.stream(&request()).expect("stream");
+    let mut text = String::new();
+    let mut resumed_at = None;
+    while let Some(event) = stream.next_event().expect("event") {
+        match event {
+            StreamEvent::Content { text: t, .. } => text.push_str(t),
+            StreamEvent::Resumed { offset, .. } => resumed_at = Some(offset),
+            _ => {}
+        }
+    }
+    let response = stream.finish().expect("response");
+    assert_eq!(text, REPLY);
+    assert_eq!(response.content(), REPLY);
+    let offset = resumed_at.expect("resumed");
+    assert_eq!(response.retries[0].action, RetryAction::Resumed { offset });
+    assert_eq!(server.generation_count(), 1);
+}
