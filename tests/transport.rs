@@ -928,17 +928,38 @@ fn ssl_cert_file_names_the_roots() {
     assert_eq!(server.chat_request_count(), 1);
 }
 
-/// The same through the real binary, as a user would: `SSL_CERT_FILE=ca.pem oai-sse chat`.
+/// The same through the real binary, as a user would: `SSL_CERT_FILE=ca.pem oai-sse chat`, or
+/// `--cacert ca.pem`, which replaces whatever `SSL_CERT_FILE` names.
 #[cfg(all(feature = "tls", feature = "cli"))]
 #[test]
-fn the_cli_honours_ssl_cert_file() {
+fn the_cli_trusts_cacert_and_ssl_cert_file() {
     let (server, ca, proxy) = tls_server(Script::new().text(TEXT));
-    let ca_file = TempFile::new("cli-ca.pem", &ca.ca_pem);
-    let run = |cert_file: Option<&std::path::Path>| {
+    let ours = TempFile::new("cli-ca.pem", &ca.ca_pem);
+    let other_ca = tls::TestCa::new(&[]);
+    let theirs = TempFile::new("cli-other-ca.pem", &other_ca.ca_pem);
+    let (ours, theirs) = (ours.0.as_path(), theirs.0.as_path());
+    type Case<'a> = (
+        &'a str,
+        Option<&'a std::path::Path>,
+        Option<&'a std::path::Path>,
+        bool,
+    );
+    let cases: [Case<'_>; 4] = [
+        ("SSL_CERT_FILE", Some(ours), None, true),
+        ("--cacert", None, Some(ours), true),
+        ("neither", None, None, false),
+        (
+            "--cacert replaces SSL_CERT_FILE",
+            Some(ours),
+            Some(theirs),
+            false,
+        ),
+    ];
+    for (name, env_file, cacert, trusted) in cases {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_oai-sse"));
         cmd.args(["chat", "--quiet", "--max-retries", "0", "--base-url"])
             .arg(proxy.base_url())
-            .args(["--model", "mock-model", "hi"])
+            .args(["--model", "mock-model"])
             .env_remove("SSL_CERT_FILE")
             .env_remove("RUST_LOG");
         for var in [
@@ -951,21 +972,24 @@ fn the_cli_honours_ssl_cert_file() {
         ] {
             cmd.env_remove(var);
         }
-        if let Some(path) = cert_file {
+        if let Some(path) = env_file {
             cmd.env("SSL_CERT_FILE", path);
         }
-        cmd.output().expect("run oai-sse")
-    };
-    let trusted = run(Some(&ca_file.0));
-    assert!(
-        trusted.status.success(),
-        "{}",
-        String::from_utf8_lossy(&trusted.stderr)
-    );
-    assert!(String::from_utf8_lossy(&trusted.stdout).contains(TEXT));
-    let untrusted = run(None);
-    assert_eq!(untrusted.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&untrusted.stderr);
-    assert!(stderr.contains("tls"), "{stderr}");
-    assert_eq!(server.chat_request_count(), 1);
+        if let Some(path) = cacert {
+            cmd.arg("--cacert").arg(path);
+        }
+        let out = cmd.arg("hi").output().expect("run oai-sse");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        if trusted {
+            assert!(out.status.success(), "{name}: {stderr}");
+            assert!(stdout.contains(TEXT), "{name}: {stdout}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+            assert!(stderr.contains("tls"), "{name}: {stderr}");
+        }
+    }
+    assert_eq!(server.chat_request_count(), 2);
 }
