@@ -267,6 +267,7 @@ fn sequential_calls_start_no_thread() {
         return;
     }
     let server = mock(Script::new().text(TEXT));
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
     let mut clients = vec![("http", client(&server.base_url()))];
     #[cfg(feature = "tls")]
     let (_ca, proxy) = {
@@ -754,8 +755,10 @@ fn tls_server(script: Script) -> (MockServer, tls::TestCa, tls::TlsProxy) {
 }
 
 /// A unique temporary file holding `text`; removed when the guard drops.
+#[cfg(feature = "tls")]
 struct TempFile(std::path::PathBuf);
 
+#[cfg(feature = "tls")]
 impl TempFile {
     fn new(name: &str, text: &str) -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
@@ -770,6 +773,7 @@ impl TempFile {
     }
 }
 
+#[cfg(feature = "tls")]
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
