@@ -4,8 +4,9 @@
 //! TLS proxy of tests/common/tls.rs in front of the mock, with a CA made for the run):
 //!
 //! - oai-sse: one `Client`, `client.chat(&request)`;
-//! - plain ureq: one shared `Agent`, the same POST (with the `X-Conversation-Id` header
-//!   oai-sse sends, so the server does the same work), the SSE body parsed simply (lines,
+//! - plain ureq: one shared `Agent`, the same POST (the body oai-sse sent, and the
+//!   `X-Conversation-Id` header it sends, so the server does the same work), the SSE body
+//!   parsed simply (lines,
 //!   `data:` JSON, the content deltas joined) — the floor of a blocking Rust client;
 //! - the official Python SDK: one `OpenAI` client (its httpx pool), in a child process.
 //!
@@ -217,7 +218,13 @@ fn oai_sse(url: &str, ca: Option<&tls::TestCa>) -> Result<OaiSse, String> {
     })
 }
 
-fn plain_ureq(url: &str, ca: Option<&tls::TestCa>) -> Result<PlainUreq, String> {
+/// `body`: the exact JSON oai-sse sent (so the server answers both alike, e.g. with the usage
+/// chunk oai-sse asks for by default), or a plain streaming request without it.
+fn plain_ureq(
+    url: &str,
+    ca: Option<&tls::TestCa>,
+    body: Option<Vec<u8>>,
+) -> Result<PlainUreq, String> {
     use ureq::tls::{PemItem, RootCerts, TlsConfig, parse_pem};
     let mut config = ureq::Agent::config_builder().proxy(None);
     if let Some(ca) = ca {
@@ -233,12 +240,15 @@ fn plain_ureq(url: &str, ca: Option<&tls::TestCa>) -> Result<PlainUreq, String> 
                 .build(),
         );
     }
-    let body = serde_json::json!({
-        "model": "mock-model",
-        "stream": true,
-        "messages": [{"role": "user", "content": "hi"}],
-    })
-    .to_string();
+    let body = match body {
+        Some(body) => String::from_utf8(body).map_err(|e| e.to_string())?,
+        None => serde_json::json!({
+            "model": "mock-model",
+            "stream": true,
+            "messages": [{"role": "user", "content": "hi"}],
+        })
+        .to_string(),
+    };
     Ok(PlainUreq {
         agent: config.build().new_agent(),
         url: format!("{url}/chat/completions"),
@@ -256,10 +266,13 @@ fn rust_clients(
     let servers = [Server::start(ca)?, Server::start(ca)?];
     let mut callers: Vec<(&'static str, Box<dyn Caller>)> = Vec::new();
     if keep("oai-sse") {
-        callers.push(("oai-sse", Box::new(oai_sse(&servers[0].base_url(), ca)?)));
+        let mut ours = oai_sse(&servers[0].base_url(), ca)?;
+        ours.call().map_err(|e| format!("oai-sse: {e}"))?;
+        callers.push(("oai-sse", Box::new(ours)));
     }
     if keep("ureq") {
-        let ureq = plain_ureq(&servers[1].base_url(), ca)?;
+        let sent = servers[0].mock.chat_requests().pop().map(|r| r.body);
+        let ureq = plain_ureq(&servers[1].base_url(), ca, sent)?;
         callers.push(("ureq (one Agent)", Box::new(ureq)));
     }
     let servers: Vec<&Server> = servers

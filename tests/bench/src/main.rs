@@ -583,7 +583,8 @@ fn calls_section(only: &Filter) -> String {
     let _ = writeln!(
         out,
         "{} streamed chat calls one after the other (after {} warm-up calls) on one client, \
-         against a loopback keep-alive mock server (a 7-word reply, 9 chunks), over plain HTTP \
+         against a loopback keep-alive mock server (a 7-word reply: 9 chunks, and a usage chunk \
+         for the Rust clients, which send the request oai-sse sends), over plain HTTP \
          and over TLS (a TLS proxy in front of the mock, with a CA made for the run). The Rust \
          clients alternate in rounds of 100 calls. Per call: the median wall time. Threads: \
          created by the calling thread, counted exactly by interposing `pthread_create` \
