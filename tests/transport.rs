@@ -422,6 +422,53 @@ fn cancel_returns_within_100_ms_from_a_backoff_sleep() {
     });
 }
 
+/// A cancel shuts down the cancelled call's socket only: a concurrent call on another
+/// connection of the same pool carries on to its end.
+#[test]
+fn cancel_kills_only_the_cancelled_calls_connection() {
+    let server = serve_keep_alive(|_, _, stream, _| {
+        send(stream, SSE_CHUNKED_HEAD.as_bytes());
+        send(stream, &chunk(content("first").as_bytes()));
+        // Both calls are now past their first delta; one of them is cancelled meanwhile.
+        std::thread::sleep(ms(300));
+        send(stream, &chunk(content(" second").as_bytes()));
+        send(stream, &chunk(finish("stop").as_bytes()));
+        send(stream, &chunk(DONE.as_bytes()));
+        send(stream, b"0\r\n\r\n");
+        true
+    });
+    let client = client(&server.base_url());
+    let (cancelled, kept) = (CancelHandle::new(), CancelHandle::new());
+    let (tx, rx) = mpsc::channel();
+    let call = |cancel: CancelHandle, tx: mpsc::Sender<()>| {
+        let client = client.clone();
+        std::thread::spawn(move || {
+            let options = CallOptions {
+                cancel: Some(cancel),
+                ..CallOptions::default()
+            };
+            let mut signalled = false;
+            client.chat_with(&request(), &options, |_| {
+                if !std::mem::replace(&mut signalled, true) {
+                    let _ = tx.send(());
+                }
+            })
+        })
+    };
+    let a = call(cancelled.clone(), tx.clone());
+    let b = call(kept, tx);
+    for _ in 0..2 {
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("both calls started streaming");
+    }
+    cancelled.cancel();
+    let a = a.join().expect("call a");
+    let b = b.join().expect("call b");
+    assert!(matches!(a, Err(Error::Cancelled)), "{a:?}");
+    assert_eq!(b.expect("the other call").content(), "first second");
+    assert_eq!(server.connections(), 2);
+}
+
 /// A loopback listener whose accept queue is full and never drained: a connect to it hangs
 /// (Linux drops the SYN of a connection that does not fit), like a dead host's. The sockets
 /// that fill the queue live as long as the listener.
