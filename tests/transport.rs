@@ -422,6 +422,54 @@ fn cancel_returns_within_100_ms_from_a_backoff_sleep() {
     });
 }
 
+/// A cancel stops a reply that has already arrived, not only a read that blocks: the next
+/// pull after `cancel()` is `Error::Cancelled`, whatever is still buffered. (A short reply
+/// arrives whole in the first read; without the check between events it kept coming, and the
+/// call even completed.)
+#[test]
+fn cancel_stops_a_reply_that_is_already_buffered() {
+    let server = mock(Script::new().text("one two three four five six seven eight"));
+    let client = client(&server.base_url());
+
+    let cancel = CancelHandle::new();
+    let options = CallOptions {
+        cancel: Some(cancel.clone()),
+        ..CallOptions::default()
+    };
+    let mut stream = client.stream_with(&request(), options).expect("stream");
+    loop {
+        match stream.next_event() {
+            Ok(Some(StreamEvent::Content { .. })) => break,
+            Ok(Some(_)) => {}
+            other => panic!("chat stream: no content: {other:?}"),
+        }
+    }
+    cancel.cancel();
+    let next = stream.next_event().map(|e| e.map(|e| e.to_owned_event()));
+    assert!(
+        matches!(next, Err(Error::Cancelled)),
+        "chat stream: {next:?}"
+    );
+
+    let cancel = CancelHandle::new();
+    let mut source = client
+        .events(format!("{}/events?count=20", server.base_url()))
+        .cancel(cancel.clone())
+        .reconnect_on_eof(false)
+        .build()
+        .expect("event source");
+    source
+        .next_event()
+        .expect("first event")
+        .expect("not the end");
+    cancel.cancel();
+    let next = source.next_event().map(|e| e.is_some());
+    assert!(
+        matches!(next, Err(Error::Cancelled)),
+        "event source: {next:?}"
+    );
+}
+
 /// A cancel shuts down the cancelled call's socket only: a concurrent call on another
 /// connection of the same pool carries on to its end.
 #[test]
