@@ -322,6 +322,7 @@ fn within_promise(phase: &str, once: impl Fn() -> Duration) {
     let mut lags = Vec::new();
     for _ in 0..3 {
         let lag = once();
+        eprintln!("cancel from a {phase}: returned {lag:?} after cancel()");
         if lag < CANCEL_PROMISE {
             return;
         }
