@@ -8,6 +8,7 @@
 //! and shuts the registered sockets down, which makes blocked reads and writes return at once.
 //! No thread watches a call: cancelling is done by the thread that calls `cancel`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ pub struct CancelHandle {
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
+    /// `state.cancelled`, readable without the lock: streams check it between events.
+    cancelled: AtomicBool,
 }
 
 #[derive(Default)]
@@ -82,6 +85,7 @@ impl CancelHandle {
         let switches = {
             let mut state = self.lock();
             state.cancelled = true;
+            self.shared.cancelled.store(true, Ordering::SeqCst);
             std::mem::take(&mut state.switches)
         };
         self.shared.wake.notify_all();
@@ -94,7 +98,7 @@ impl CancelHandle {
 
     /// Whether [`cancel`](Self::cancel) was called.
     pub fn is_cancelled(&self) -> bool {
-        self.lock().cancelled
+        self.shared.cancelled.load(Ordering::SeqCst)
     }
 
     /// Registers `switch` to be killed on cancel, for as long as the returned registration

@@ -549,6 +549,11 @@ impl EventSource {
             State::Ended => return Ok(Step::End),
             State::Failed(err) => return Err(err.clone()),
         }
+        // Also between events: a cancel must stop what is already buffered, not only a read
+        // that blocks.
+        if self.attempts.cancel().is_cancelled() {
+            return self.end(Error::Cancelled);
+        }
         let Some(open) = self.open.as_mut() else {
             return self.connect();
         };

@@ -345,14 +345,16 @@ impl ChatStream {
             State::Complete(_) | State::Taken => return Ok(Step::End),
             State::Failed(err) => return Err(err.clone()),
         }
+        // Also between events: a cancel must stop a response that is already buffered, not
+        // only a read that blocks.
+        if self.attempts.cancel().is_cancelled() {
+            return self.end(Error::Cancelled);
+        }
         if self.completing {
             self.completing = false;
             return self.complete();
         }
         if self.open.is_none() {
-            if self.attempts.cancel().is_cancelled() {
-                return self.end(Error::Cancelled);
-            }
             return match self.next {
                 Next::Post => self.post(),
                 Next::Resume { from } => self.resume(from),

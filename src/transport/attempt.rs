@@ -68,7 +68,8 @@ struct State {
     connected: bool,
     /// When this attempt's new connection came up (not set for a reused one).
     connected_at: Option<Instant>,
-    /// Bytes read from the socket during this attempt (status line and headers included).
+    /// Bytes of the response that reached ureq during this attempt (status line and headers
+    /// included; after TLS, so TLS records that carry no response do not count).
     received: u64,
     /// The limit that ended a read, if one did.
     fired: Option<(FailureKind, Duration)>,
@@ -208,12 +209,14 @@ impl AttemptIo {
     /// Records that `n` bytes arrived from the socket. Bytes after the headers end the
     /// first-byte phase; in the body phase each read restarts the idle clock.
     pub(crate) fn saw_bytes(&self, n: usize) {
-        if n == 0 {
-            return;
+        if n > 0 {
+            Self::body_flows(&mut self.state());
         }
-        let mut state = self.state();
-        state.received += n as u64;
-        Self::body_flows(&mut state);
+    }
+
+    /// Records that `n` bytes of the response (after TLS) reached ureq.
+    pub(crate) fn saw_response_bytes(&self, n: usize) {
+        self.state().received += n as u64;
     }
 
     /// Records that body bytes reached the reader (also those that came with the headers).
@@ -370,7 +373,10 @@ mod tests {
         assert_eq!(io.read_limit().1, FailureKind::IdleTimeout);
         io.set_phase(Phase::Tail(Duration::from_millis(250)));
         assert_eq!(io.read_limit().1, FailureKind::TimedOut);
-        assert_eq!(io.received(), 101);
+        // Socket bytes (TLS records included) are not response bytes.
+        assert_eq!(io.received(), 0);
+        io.saw_response_bytes(17);
+        assert_eq!(io.received(), 17);
 
         let total = Duration::from_secs(5);
         let io = AttemptIo::new(

@@ -108,12 +108,13 @@ fn dial_failure(
 }
 
 /// Marks the attempt connected once the whole chain (TCP, proxy tunnel, TLS) is up, so a
-/// failure before that is labelled by where it happened.
+/// failure before that is labelled by where it happened; and wraps the connection in
+/// [`HttpBytes`].
 #[derive(Debug)]
 pub(crate) struct MarkConnected;
 
 impl<In: Transport> Connector<In> for MarkConnected {
-    type Out = In;
+    type Out = HttpBytes<In>;
 
     fn connect(
         &self,
@@ -123,7 +124,46 @@ impl<In: Transport> Connector<In> for MarkConnected {
         if let Some(io) = attempt::current() {
             io.mark_connected();
         }
-        Ok(chained)
+        Ok(chained.map(|inner| HttpBytes { inner }))
+    }
+}
+
+/// The top of the chain: counts the bytes of the HTTP response that reach ureq (plain text,
+/// after TLS), so "no byte of the response arrived" means just that. The socket below also
+/// sees TLS records that carry no response: a `close_notify` from a server closing an idle
+/// connection, or session tickets.
+#[derive(Debug)]
+pub(crate) struct HttpBytes<T> {
+    inner: T,
+}
+
+impl<T: Transport> Transport for HttpBytes<T> {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        self.inner.buffers()
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
+        self.inner.transmit_output(amount, timeout)
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
+        let before = self.inner.buffers().input().len();
+        let progress = self.inner.await_input(timeout)?;
+        let after = self.inner.buffers().input().len();
+        if after > before {
+            if let Some(io) = attempt::current() {
+                io.saw_response_bytes(after - before);
+            }
+        }
+        Ok(progress)
+    }
+
+    fn is_open(&mut self) -> bool {
+        self.inner.is_open()
+    }
+
+    fn is_tls(&self) -> bool {
+        self.inner.is_tls()
     }
 }
 
@@ -208,18 +248,28 @@ fn ureq_duration(timeout: NextTimeout) -> Option<Duration> {
 }
 
 /// Sets a socket timeout if it changed. A zero timeout is not allowed: the caller handles
-/// "no time left" before doing I/O.
+/// "no time left" before doing I/O. Timeouts are rounded up to whole milliseconds: the time
+/// left is a few microseconds less at each read (the idle limit runs from the last read), and
+/// rounded it matches the timeout already set, so a read costs no extra system call.
 fn update(
     cache: &mut Option<Duration>,
     want: Option<Duration>,
     set: impl FnOnce(Option<Duration>) -> io::Result<()>,
 ) -> io::Result<()> {
-    let want = want.map(|d| d.max(Duration::from_millis(1)));
+    let want = want.map(whole_ms);
     if *cache != want {
         set(want)?;
         *cache = want;
     }
     Ok(())
+}
+
+/// `d` rounded up to whole milliseconds, at least one.
+fn whole_ms(d: Duration) -> Duration {
+    let ms = d
+        .as_millis()
+        .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)).max(Duration::from_millis(1))
 }
 
 fn timed_out(err: &io::Error) -> bool {
@@ -317,5 +367,25 @@ impl Transport for Socket {
         let open =
             matches!(stream.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         open && stream.set_nonblocking(false).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_whole_milliseconds() {
+        let table = [
+            (Duration::ZERO, 1),
+            (Duration::from_nanos(1), 1),
+            (Duration::from_micros(1500), 2),
+            (Duration::from_millis(250), 250),
+            (Duration::from_secs(60) - Duration::from_micros(7), 60_000),
+        ];
+        for (d, want) in table {
+            assert_eq!(whole_ms(d), Duration::from_millis(want), "{d:?}");
+        }
+        assert!(whole_ms(Duration::MAX) >= Duration::from_secs(u64::MAX / 1000));
     }
 }

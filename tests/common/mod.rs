@@ -349,6 +349,92 @@ pub fn imf_fixdate(t: std::time::SystemTime) -> String {
     )
 }
 
+/// A keep-alive server with byte control: each accepted connection (numbered from 0) gets a
+/// thread that reads requests one after the other and answers each with
+/// `handle(connection, request_on_connection, stream, request)`, which returns whether to keep
+/// the connection open. Stops accepting when dropped; a connection ends when its client
+/// closes it or after the stream's read timeout.
+pub struct KeepAliveServer {
+    pub addr: SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KeepAliveServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for KeepAliveServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = thread.join();
+        }
+    }
+}
+
+pub fn serve_keep_alive<F>(handle: F) -> KeepAliveServer
+where
+    F: Fn(usize, usize, &mut TcpStream, &str) -> bool + Send + Sync + 'static,
+{
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    socket2::SockRef::from(&listener)
+        .set_read_timeout(Some(SERVER_LIFETIME))
+        .expect("accept timeout");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = Arc::new(handle);
+    let thread = {
+        let (connections, stop) = (Arc::clone(&connections), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for _ in 0..SEQ_MAX_CONNECTIONS {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    return;
+                };
+                if stop.load(SeqCst) {
+                    return;
+                }
+                let index = connections.fetch_add(1, SeqCst);
+                let handle = Arc::clone(&handle);
+                std::thread::spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .expect("timeout");
+                    stream
+                        .set_write_timeout(Some(Duration::from_secs(10)))
+                        .expect("timeout");
+                    for n in 0..SEQ_MAX_CONNECTIONS {
+                        let Some(request) = read_request(&mut stream) else {
+                            return;
+                        };
+                        if !handle(index, n, &mut stream, &request) {
+                            return;
+                        }
+                    }
+                });
+            }
+        })
+    };
+    KeepAliveServer {
+        addr,
+        connections,
+        stop,
+        thread: Some(thread),
+    }
+}
+
 /// Without the retry records and the attempts' timings, to compare a recovered response
 /// with a clean one.
 pub fn without_retries(response: &oai_sse::ChatResponse) -> oai_sse::ChatResponse {

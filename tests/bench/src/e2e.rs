@@ -205,6 +205,35 @@ pub fn oai_sse(binary: &Path) -> Result<Client, String> {
     })
 }
 
+/// This build and an older `oai-sse` binary (`--baseline=PATH`), their runs interleaved so
+/// that load from elsewhere on the machine hits both alike: a regression check that does not
+/// depend on the machine a recorded number came from.
+pub fn oai_sse_against(binary: &Path, baseline: &Path) -> Result<(Client, Client), String> {
+    let binaries = [binary, baseline];
+    for b in binaries {
+        oai_sse_once(b, SHORT)?; // warm-up
+    }
+    let runs = 5;
+    let mut usages: [(Vec<Usage>, Vec<Usage>); 2] = Default::default();
+    for _ in 0..runs {
+        for (b, (short, long)) in binaries.iter().zip(&mut usages) {
+            short.push(oai_sse_once(b, SHORT)?);
+            long.push(oai_sse_once(b, LONG)?);
+        }
+    }
+    let [(s0, l0), (s1, l1)] = usages;
+    let client = |name, short, long| Client {
+        name,
+        short: median(short),
+        long: median(long),
+        runs,
+    };
+    Ok((
+        client("oai-sse chat --json", s0, l0),
+        client("baseline: an older oai-sse chat --json", s1, l1),
+    ))
+}
+
 pub fn python(python: &Path) -> Result<Client, String> {
     measure("openai (Python SDK)", 1, |words| python_once(python, words))
 }

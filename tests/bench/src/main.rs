@@ -1,10 +1,12 @@
 //! The oai-sse benchmark: SSE parsing throughput and allocations against peer crates and a
-//! memchr ceiling, end to end over loopback against the official Python SDK, and binary size.
+//! memchr ceiling, end to end over loopback against the official Python SDK, the cost of many
+//! short calls on one client against plain ureq and the Python SDK, and binary size.
 //!
-//! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [size] [hostile]`
+//! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [calls] [size] [hostile]`
 //! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
 
 mod alloc;
+mod calls;
 mod contenders;
 mod e2e;
 mod harness;
@@ -56,10 +58,13 @@ fn main() {
     };
     if wants("e2e") {
         match &builds {
-            Some([Ok(default), _]) => println!("{}", e2e_section(default)),
+            Some([Ok(default), _]) => println!("{}", e2e_section(default, &args)),
             Some([Err(e), _]) => println!("End to end: skipped, the binary did not build: {e}\n"),
             None => unreachable!(),
         }
+    }
+    if wants("calls") {
+        println!("{}", calls_section(&only));
     }
     if let (true, Some(builds)) = (wants("size"), &builds) {
         println!("{}", size_section(builds));
@@ -458,7 +463,12 @@ fn fmt_mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-fn e2e_section(build: &size::Build) -> String {
+/// `--baseline=PATH`: also measure that (older) `oai-sse` binary, interleaved with this one.
+fn e2e_section(build: &size::Build, args: &[String]) -> String {
+    let baseline = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--baseline="))
+        .map(std::path::PathBuf::from);
     let mut out = String::from("### End to end over loopback\n\n");
     let _ = writeln!(
         out,
@@ -474,14 +484,23 @@ fn e2e_section(build: &size::Build) -> String {
         (e2e::LONG - e2e::SHORT) / 1000
     );
     eprintln!("end to end: oai-sse");
-    let ours = e2e::oai_sse(&build.binary);
+    let (ours, base) = match &baseline {
+        Some(path) => match e2e::oai_sse_against(&build.binary, path) {
+            Ok((ours, base)) => (Ok(ours), Some(Ok(base))),
+            Err(e) => (Err(e.clone()), Some(Err(e))),
+        },
+        None => (e2e::oai_sse(&build.binary), None),
+    };
     eprintln!("end to end: Python SDK");
     let python = e2e::python_sdk().and_then(|p| e2e::python(&p));
     let _ = writeln!(
         out,
         "| client | runs | wall, 50k chunks | CPU, 50k chunks | CPU per chunk (whole run) | CPU per chunk (marginal) | peak RSS, 10k | peak RSS, 50k |\n|---|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for client in [&ours, &python] {
+    for client in [Some(&ours), base.as_ref(), Some(&python)]
+        .into_iter()
+        .flatten()
+    {
         match client {
             Ok(c) => {
                 let _ = writeln!(
@@ -524,6 +543,21 @@ fn e2e_section(build: &size::Build) -> String {
                 "- CPU against the Python SDK: not measured (see the table)"
             );
         }
+        if let Some(Ok(base)) = &base {
+            let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-12);
+            let whole = ratio(ours.cpu_per_chunk(), base.cpu_per_chunk());
+            let marginal = ratio(ours.marginal_cpu_per_chunk(), base.marginal_cpu_per_chunk());
+            let _ = writeln!(
+                out,
+                "- CPU per chunk no worse than the baseline binary's (within 5%): {} ({whole:.2}x \
+                 over the whole run, {marginal:.2}x per marginal chunk)",
+                if whole <= 1.05 && marginal <= 1.05 {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+            );
+        }
         let rss = ours.long.max_rss_kib;
         let grown = ours.long.max_rss_kib.saturating_sub(ours.short.max_rss_kib);
         let text_kib = ((e2e::LONG - e2e::SHORT) * 5) as u64 / 1024;
@@ -533,6 +567,109 @@ fn e2e_section(build: &size::Build) -> String {
              against {text_kib} KiB more aggregated text",
             if rss < 8 * 1024 { "met" } else { "MISSED" },
             fmt_mib(rss),
+        );
+    }
+    out
+}
+
+/// `--only=` selects clients here too: `oai-sse`, `ureq`, `python`.
+fn calls_section(only: &Filter) -> String {
+    let results = calls::run(e2e::python_sdk, &|name| keep(&only.contenders, name));
+    let mut out = String::from(
+        "### Many short calls on one client
+
+",
+    );
+    let _ = writeln!(
+        out,
+        "{} streamed chat calls one after the other (after {} warm-up calls) on one client, \
+         against a loopback keep-alive mock server (a 7-word reply: 9 chunks, and a usage chunk \
+         for the Rust clients, which send the request oai-sse sends), over plain HTTP \
+         and over TLS (a TLS proxy in front of the mock, with a CA made for the run). The Rust \
+         clients alternate in rounds of 100 calls. Per call: the median wall time. Threads: \
+         created by the calling thread, counted exactly by interposing `pthread_create` \
+         (Python: the most OS threads alive beyond those before the calls, sampled after each \
+         call). Connections and handshakes: counted by the servers over all the calls.\n",
+        calls::CALLS,
+        20
+    );
+    let _ = writeln!(
+        out,
+        "| client | scheme | per call | ÷ ureq | threads per call | connections | TLS handshakes |\n|---|---|---:|---:|---:|---:|---:|"
+    );
+    let floor = |scheme: &str| {
+        results
+            .iter()
+            .flatten()
+            .find(|m| m.scheme == scheme && m.client.starts_with("ureq"))
+            .map(|m| m.per_call)
+    };
+    let mut notes = Vec::new();
+    for result in &results {
+        match result {
+            Ok(m) => {
+                let ratio = floor(m.scheme).map_or("n/a".into(), |f| {
+                    format!("{:.2}x", m.per_call.as_secs_f64() / f.as_secs_f64())
+                });
+                let threads = match (m.threads_per_call, m.extra_threads) {
+                    (Some(t), _) => format!("{t}"),
+                    (None, Some(extra)) => format!("{extra} (alive)"),
+                    (None, None) => "n/a".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {ratio} | {threads} | {} | {} |",
+                    m.client,
+                    m.scheme,
+                    fmt_us(m.per_call),
+                    m.connections,
+                    m.handshakes.map_or("–".into(), |h| h.to_string()),
+                );
+            }
+            Err(e) => notes.push(e.clone()),
+        }
+    }
+    for note in &notes {
+        let _ = writeln!(out, "\n- not measured: {note}");
+    }
+    let _ = writeln!(out, "\nTargets (oai-sse):");
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    for scheme in ["http", "https"] {
+        let Some(ours) = results
+            .iter()
+            .flatten()
+            .find(|m| m.scheme == scheme && m.client == "oai-sse")
+        else {
+            let _ = writeln!(out, "- {scheme}: not measured");
+            continue;
+        };
+        let ratio = floor(scheme).map(|f| ours.per_call.as_secs_f64() / f.as_secs_f64());
+        let calls = (ours.calls + 20) as f64;
+        let _ = writeln!(
+            out,
+            "- {scheme}: ≤ 1.2x plain ureq per call: {} ({}); 0 threads per call: {} ({}); \
+             1 connection{} per 1,000 calls: {} ({:.1} connections{})",
+            ratio.map_or("n/a", |r| verdict(r <= 1.2)),
+            ratio.map_or("n/a".into(), |r| format!("{r:.2}x")),
+            ours.threads_per_call.map_or("n/a", |t| verdict(t == 0.0)),
+            ours.threads_per_call
+                .map_or("n/a".into(), |t| t.to_string()),
+            if scheme == "https" {
+                " and 1 handshake"
+            } else {
+                ""
+            },
+            verdict(
+                ours.connections as f64 / calls * 1000.0 <= 1.0
+                    && ours
+                        .handshakes
+                        .is_none_or(|h| h as f64 / calls * 1000.0 <= 1.0)
+            ),
+            ours.connections as f64 / calls * 1000.0,
+            ours.handshakes.map_or(String::new(), |h| format!(
+                ", {:.1} handshakes",
+                h as f64 / calls * 1000.0
+            )),
         );
     }
     out
