@@ -3,6 +3,12 @@
 //!
 //! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [size]`
 //! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
+//!
+//! `profile` (never run by default) runs each selected contender once per workload and feed,
+//! untimed, for an instruction profiler: `valgrind --tool=callgrind
+//! --toggle-collect='oai_sse_bench::contenders::*' tests/bench/target/release/oai-sse-bench
+//! profile --workload=multiline --feed=1024 --only=sse-stream,Parser` (`--feed=` takes `whole`
+//! or read sizes).
 
 mod alloc;
 mod contenders;
@@ -34,6 +40,10 @@ fn main() {
         workloads: filter("--workload="),
         contenders: filter("--only="),
     };
+    if sections.iter().any(|a| *a == "profile") {
+        profile(&only, filter("--feed="));
+        return;
+    }
     let started = Instant::now();
     println!("{}", header());
     if wants("parse") {
@@ -56,6 +66,36 @@ fn main() {
         println!("{}", size_section(builds));
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// One untimed pass of each selected contender over each selected workload and feed.
+fn profile(only: &Filter, feeds: Option<Vec<String>>) {
+    for workload in workloads::all() {
+        if !keep(&only.workloads, workload.name) {
+            continue;
+        }
+        for feed in Feed::ALL {
+            let name = match feed {
+                Feed::Whole => "whole".to_owned(),
+                Feed::Reads(n) => n.to_string(),
+            };
+            if !feeds.as_ref().is_none_or(|f| f.contains(&name)) {
+                continue;
+            }
+            let chunks = feed.chunks(&workload.bytes);
+            for c in CONTENDERS.iter().filter(|c| keep(&only.contenders, c.name)) {
+                let tally = (c.run)(&chunks);
+                eprintln!(
+                    "{} / {} / {}: {} events, {} data bytes",
+                    workload.name,
+                    feed.label(),
+                    c.name,
+                    tally.events,
+                    tally.data_bytes
+                );
+            }
+        }
+    }
 }
 
 fn header() -> String {
