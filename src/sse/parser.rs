@@ -126,6 +126,8 @@ struct DataLine {
     value_start: usize,
     /// The length of the line before its value: `data:`, and the space if there was one.
     prefix: usize,
+    /// How many more bytes the value may take before either limit needs a closer look.
+    room: usize,
 }
 
 /// Progress through a possible leading byte-order mark.
@@ -299,7 +301,7 @@ impl Parser {
 
     /// Whether the last [`advance`](Self::advance) produced an item.
     pub(crate) fn has_item(&self) -> bool {
-        self.ready != Ready::None
+        !matches!(self.ready, Ready::None)
     }
 
     /// Whether the item produced by the last [`advance`](Self::advance) borrows from its
@@ -398,7 +400,7 @@ impl Parser {
                     return Ok(pos);
                 }
                 self.line.clear();
-                if self.ready != Ready::None {
+                if !matches!(self.ready, Ready::None) {
                     return Ok(pos);
                 }
             }
@@ -447,7 +449,7 @@ impl Parser {
                 });
                 return Ok(pos);
             }
-            if self.ready != Ready::None {
+            if !matches!(self.ready, Ready::None) {
                 return Ok(pos);
             }
         }
@@ -512,18 +514,21 @@ impl Parser {
                 self.line.clear();
             }
         }
-        let Some(open) = self.data_line else {
+        let Some(open) = &mut self.data_line else {
             self.check_line_len(self.line.len() + bytes.len())?;
             self.line.extend_from_slice(bytes);
             return Ok(());
         };
-        let value_len = self.data.len() - open.value_start;
-        self.check_line_len(open.prefix + value_len + bytes.len())?;
-        if self.raw_data_fits(bytes.len()) {
+        if bytes.len() <= open.room {
+            open.room -= bytes.len();
             self.data.extend_from_slice(bytes);
             return Ok(());
         }
-        // Near the limit: back to `line`, to be decoded and counted exactly once it is whole.
+        let open = *open;
+        let value_len = self.data.len() - open.value_start;
+        self.check_line_len(open.prefix + value_len + bytes.len())?;
+        // Near the event limit: back to `line`, to be decoded and counted exactly once the
+        // line is whole.
         self.data_line = None;
         self.line.extend_from_slice(&b"data: "[..open.prefix]);
         self.line.extend_from_slice(&self.data[open.value_start..]);
@@ -542,12 +547,19 @@ impl Parser {
         let Some(value) = data_value_start(start) else {
             return false;
         };
-        if !self.raw_data_fits(start.len() - value) {
+        let value_len = start.len() - value;
+        let Some(room) = self
+            .raw_data_room()
+            .and_then(|room| room.checked_sub(value_len))
+        else {
             return false;
-        }
+        };
+        // The caller has checked the line so far against the line limit.
+        let line_room = self.limits.max_line_len.saturating_sub(start.len());
         self.data_line = Some(DataLine {
             value_start: self.data.len(),
             prefix: value,
+            room: room.min(line_room),
         });
         self.data.extend_from_slice(&start[value..]);
         true
@@ -641,16 +653,23 @@ impl Parser {
         Ok(())
     }
 
-    /// Whether `more` raw bytes and an LF may go into the data buffer undecoded. Decoding can
-    /// at most triple the undecoded bytes (one invalid byte becomes a 3-byte U+FFFD): while
-    /// even that fits the limit, the limit cannot be crossed yet.
+    /// Whether `more` raw bytes and an LF may go into the data buffer undecoded.
     #[inline]
     fn raw_data_fits(&self, more: usize) -> bool {
-        let undecoded = self.data.len() - self.data_decoded + more;
-        let bound = undecoded
-            .saturating_mul(3)
-            .saturating_add(self.data_decoded + 1);
-        bound <= self.limits.max_event_len
+        self.raw_data_room().is_some_and(|room| more <= room)
+    }
+
+    /// How many raw bytes and an LF may go into the data buffer undecoded (`None`: not even
+    /// the LF). Decoding can at most triple the undecoded bytes (one invalid byte becomes a
+    /// 3-byte U+FFFD): while even that fits the limit, the limit cannot be crossed yet.
+    #[inline]
+    fn raw_data_room(&self) -> Option<usize> {
+        let undecoded = self.data.len() - self.data_decoded;
+        let left = self
+            .limits
+            .max_event_len
+            .checked_sub(self.data_decoded + 1)?;
+        (left / 3).checked_sub(undecoded)
     }
 
     /// [`push_data`](Self::push_data) for an event near the limit: decodes the buffer and
