@@ -359,25 +359,47 @@ impl Parser {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        if self.item_borrows_line() {
-            self.line.clear();
+        let mut start = 0;
+        if let Some(open) = &mut self.data_line {
+            // Inside a data line that straddles feeds (no item is pending then), the common
+            // case of small reads and long lines: the value takes the input up to the line
+            // end, often the whole input.
+            let found = find_line_end(input);
+            let piece = &input[..found.unwrap_or(input.len())];
+            if piece.len() <= open.room {
+                open.room -= piece.len();
+                self.data.extend_from_slice(piece);
+                let Some(len) = found else {
+                    return Ok(input.len());
+                };
+                self.data_line = None;
+                self.data.push(b'\n');
+                self.after_cr = input[len] == b'\r';
+                start = len + 1;
+            }
+        } else {
+            if self.item_borrows_line() {
+                self.line.clear();
+            }
+            self.ready = Ready::None;
+            if self.clear_pending {
+                self.clear_pending = false;
+                self.data.clear();
+                self.data_decoded = 0;
+                self.event_type.clear();
+            }
         }
-        self.ready = Ready::None;
-        if self.clear_pending {
-            self.clear_pending = false;
-            self.data.clear();
-            self.data_decoded = 0;
-            self.event_type.clear();
-        }
-        let result = self.advance_lines(input);
+        let result = self.advance_lines(input, start);
         if let Err(err) = result {
             self.failed = Some(err);
         }
         result
     }
 
-    fn advance_lines(&mut self, input: &[u8]) -> Result<usize, SseError> {
-        let mut pos = self.skip_bom(input);
+    /// Interprets `input` from `start` until a line produces an item; returns where the
+    /// input after that line starts (its length if no line did).
+    fn advance_lines(&mut self, input: &[u8], start: usize) -> Result<usize, SseError> {
+        let mut pos = start + self.skip_bom(&input[start..]);
         if self.data_line.is_some() || !self.line.is_empty() {
             // A line that straddles feeds (so past any BOM and CR) continues.
             let rest = &input[pos..];
