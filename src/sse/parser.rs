@@ -159,7 +159,10 @@ pub struct Parser {
     /// `data_decoded` bytes are known to be text; the rest is decoded once, at hand-out.
     data: Vec<u8>,
     data_decoded: usize,
+    /// The event type buffer, when `event_type_set`; otherwise it keeps the last type seen,
+    /// so that a stream naming the same type event after event decodes it only once.
     event_type: String,
+    event_type_set: bool,
     /// The "last event ID buffer": set by `id` fields, never cleared.
     id_buffer: String,
     /// The last event ID committed at a dispatch.
@@ -216,6 +219,7 @@ impl Parser {
             data: Vec::new(),
             data_decoded: 0,
             event_type: String::new(),
+            event_type_set: false,
             id_buffer: String::new(),
             last_event_id: String::new(),
             id_dirty: false,
@@ -284,12 +288,12 @@ impl Parser {
         let discarded = matches!(self.bom, Bom::Matched(seen) if seen > 0)
             || (!self.line.is_empty() && !self.item_borrows_line())
             || self.data_line.is_some()
-            || (!self.clear_pending && (!self.data.is_empty() || !self.event_type.is_empty()));
+            || (!self.clear_pending && (!self.data.is_empty() || !self.event_type().is_empty()));
         self.line.clear();
         self.data_line = None;
         self.data.clear();
         self.data_decoded = 0;
-        self.event_type.clear();
+        self.event_type_set = false;
         self.ready = Ready::None;
         self.clear_pending = false;
         self.after_cr = false;
@@ -343,10 +347,10 @@ impl Parser {
         if !event {
             return Some(Item::Comment(text));
         }
-        let event = if self.event_type.is_empty() {
-            "message"
-        } else {
+        let event = if self.event_type_set && !self.event_type.is_empty() {
             &self.event_type
+        } else {
+            "message"
         };
         Some(Item::Event(Event {
             event,
@@ -388,7 +392,7 @@ impl Parser {
                 self.clear_pending = false;
                 self.data.clear();
                 self.data_decoded = 0;
-                self.event_type.clear();
+                self.event_type_set = false;
             }
         }
         let result = self.advance_lines(input, start);
@@ -643,8 +647,11 @@ impl Parser {
         match name {
             b"data" => self.push_data(value)?,
             b"event" => {
-                self.event_type.clear();
-                push_lossy(&mut self.event_type, value);
+                if value != self.event_type.as_bytes() {
+                    self.event_type.clear();
+                    push_lossy(&mut self.event_type, value);
+                }
+                self.event_type_set = true;
             }
             b"id" if !value.contains(&0) => {
                 self.id_buffer.clear();
@@ -723,11 +730,20 @@ impl Parser {
     fn dispatch(&mut self) {
         self.commit_id();
         if self.data.is_empty() {
-            self.event_type.clear();
+            self.event_type_set = false;
             return;
         }
         self.ready = Ready::Event(Text::Data);
         self.clear_pending = true;
+    }
+
+    /// The event type buffer.
+    fn event_type(&self) -> &str {
+        if self.event_type_set {
+            &self.event_type
+        } else {
+            ""
+        }
     }
 
     /// A dispatch sets the last event ID to the ID buffer.
