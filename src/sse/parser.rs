@@ -517,6 +517,7 @@ impl Parser {
     /// Keeps the start of a line that does not end in this input: the value of a data line
     /// goes straight into the data buffer (unless the limit is near), anything else (or a
     /// line too short to tell) into `line`.
+    #[inline]
     fn start_partial_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
         self.check_line_len(bytes.len())?;
         if !self.open_data_line(bytes) {
@@ -568,6 +569,7 @@ impl Parser {
     /// If `start` (the start of a line) is far enough into a data line to tell where the
     /// value begins, and the value may go into the data buffer undecoded, puts it there and
     /// marks the data line open.
+    #[inline]
     fn open_data_line(&mut self, start: &[u8]) -> bool {
         if start.len() < DATA_PREFIX_KNOWN {
             return false;
