@@ -420,6 +420,17 @@ fn parse_targets(rows: &[Row], reader: usize, parser: usize) -> String {
                 x(r, ceiling) * 100.0,
                 x(p, ceiling) * 100.0,
             );
+        } else if row.workload == "multiline" {
+            // Issue 13: generic feeds carry multi-line data; at least as fast as any peer,
+            // through both APIs.
+            let _ = writeln!(
+                out,
+                "- multiline / {}: ≥ 1x fastest peer: {} ({:.2}x [{:.2}x])",
+                row.feed,
+                verdict(x(r, peer) >= 1.0 && x(p, peer) >= 1.0),
+                x(r, peer),
+                x(p, peer),
+            );
         } else if row.workload == "long" {
             let _ = writeln!(
                 out,
