@@ -471,6 +471,13 @@ impl Parser {
             self.check_line_len(len)?;
             let line_start = pos;
             pos += len + 1;
+            if len == 0 {
+                self.dispatch();
+                if !matches!(self.ready, Ready::None) {
+                    return Ok(pos);
+                }
+                continue;
+            }
             let line = &rest[..len];
             // Most lines are `data` lines: straight into the buffer, no colon search.
             if let Some(value) = data_value_start(line) {
@@ -658,9 +665,14 @@ impl Parser {
             self.push_data(&line[value..])?;
             return Ok(None);
         }
-        let (name, value) = match memchr::memchr(b':', line) {
+        // The names that mean something are at most 5 bytes long (`event`, `retry`): a line
+        // with no colon in its first 6 bytes is some other field, ignored, however long.
+        const LONGEST_NAME: usize = 5;
+        let head = &line[..line.len().min(LONGEST_NAME + 1)];
+        let (name, value) = match head.iter().position(|&b| b == b':') {
             Some(colon) => (&line[..colon], strip_one_space(&line[colon + 1..])),
-            None => (line, &[][..]),
+            None if line.len() <= LONGEST_NAME => (line, &[][..]),
+            None => return Ok(None),
         };
         match name {
             b"data" => self.push_data(value)?,
