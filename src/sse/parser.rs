@@ -390,7 +390,7 @@ impl Parser {
             let piece = &input[..found.unwrap_or(input.len())];
             if piece.len() <= open.room {
                 open.room -= piece.len();
-                self.data.extend_from_slice(piece);
+                append_start(&mut self.data, input, piece.len());
                 let Some(len) = found else {
                     return Ok(input.len());
                 };
@@ -841,6 +841,24 @@ fn find_line_end_short(bytes: &[u8]) -> Option<usize> {
         }
     }
     None
+}
+
+/// Appends the first `len` bytes of `from` to `buf`. Small reads make for many short
+/// pieces, and for those a call to `memcpy` costs more than the copy: when `from` has 16
+/// bytes and `buf` room for them, all 16 are copied (two vector moves) and the excess cut
+/// off again. `buf` never grows for that.
+#[inline]
+fn append_start(buf: &mut Vec<u8>, from: &[u8], len: usize) {
+    const BLOCK: usize = 16;
+    if len <= BLOCK && buf.capacity() - buf.len() >= BLOCK {
+        if let Some(block) = from.first_chunk::<BLOCK>() {
+            let end = buf.len() + len;
+            buf.extend_from_slice(block);
+            buf.truncate(end);
+            return;
+        }
+    }
+    buf.extend_from_slice(&from[..len]);
 }
 
 /// Where the value of a `data` line starts, if `line` is one (the field name and colon,
