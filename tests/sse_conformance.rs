@@ -2,7 +2,7 @@
 //! many random split points, and through the blocking reader with random read sizes. The
 //! result must never depend on how the bytes were split.
 
-use oai_sse::sse::{EventReader, Item, Parser};
+use oai_sse::sse::{EventReader, Item, Limits, Parser, SseError};
 use std::io::{BufReader, Read};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +76,8 @@ fn table() -> Vec<Vector> {
         event_type_reset_without_data: b"event: add\n\ndata: 2\n\n" => [msg("2")];
         empty_event_type_is_message: b"event:\ndata: x\n\n" => [msg("x")];
         last_event_type_wins: b"event: a\nevent: b\ndata: x\n\n" => [ev("b", "x", "")];
+        same_event_type_again: b"event: a\ndata: 1\n\nevent: a\ndata: 2\n\ndata: 3\n\n" => [ev("a", "1", ""), ev("a", "2", ""), msg("3")];
+        event_type_then_empty_type: b"event: a\ndata: 1\n\nevent:\ndata: 2\n\n" => [ev("a", "1", ""), msg("2")];
         id_set: b"id: 1\ndata: a\n\n" => [ev("message", "a", "1")], id "1";
         id_persists: b"id: 1\ndata: a\n\ndata: b\n\n" => [ev("message", "a", "1"), ev("message", "b", "1")], id "1";
         id_committed_without_event: b"id: 7\n\n" => [], id "7";
@@ -117,6 +119,7 @@ fn table() -> Vec<Vector> {
         unterminated_line_discarded: b"data: a" => [];
         invalid_utf8_replaced: b"data: a\xFFb\n\n" => [msg("a\u{FFFD}b")];
         truncated_sequence_one_replacement: b"data: \xE2\x82\n\n" => [msg("\u{FFFD}")];
+        sequence_cut_by_a_line_end_is_not_joined: b"data: a\xE2\x82\ndata: \xACb\n\n" => [msg("a\u{FFFD}\n\u{FFFD}b")];
         invalid_utf8_in_comment_and_type: b":\xC3\nevent: \xFE\ndata: x\n\n" => [com("\u{FFFD}"), ev("\u{FFFD}", "x", "")];
         multibyte_text: "data: ünïcödé €😀\n\n".as_bytes() => [msg("ünïcödé €😀")];
         openai_chunk: b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}]}\n\ndata: [DONE]\n\n" => [msg("{\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"index\":0}]}"), msg("[DONE]")];
@@ -308,6 +311,98 @@ fn event_limit_counts_replaced_invalid_utf8() {
     stream.extend(b"\n\n");
     let err = parser.feed(&stream).expect_err("over the event limit");
     assert_eq!(err, oai_sse::sse::SseError::EventTooLarge { limit: 64 });
+}
+
+/// Feeds `pieces` under `limits`: the events' data, or the error.
+fn replay_limited(pieces: &[&[u8]], limits: Limits) -> Result<Vec<String>, SseError> {
+    let mut parser = Parser::with_limits(limits);
+    let mut events = Vec::new();
+    for piece in pieces {
+        let mut rest = *piece;
+        while let (used, Some(item)) = parser.feed(rest)? {
+            if let Item::Event(event) = item {
+                events.push(event.data.to_owned());
+            }
+            rest = &rest[used..];
+        }
+    }
+    Ok(events)
+}
+
+#[test]
+fn limits_are_exact_however_the_stream_is_split() {
+    // The event bound counts the data buffer as it is handed out: each value plus its LF,
+    // an invalid byte as its 3-byte U+FFFD. The line bound counts raw bytes. Each stream is
+    // replayed under bounds it exactly fits, and one byte tighter, whole and split at every
+    // pair of points, so that every path is checked: whole lines, data lines that straddle
+    // feeds (undecoded while even three times their bytes fit, decoded near the bound), and
+    // other lines that straddle feeds.
+    let long = format!("data: {}\ndata:{}\n\n", "x".repeat(40), "\u{e9}".repeat(12));
+    let long_data = format!("{}\n{}", "x".repeat(40), "\u{e9}".repeat(12));
+    let cases: Vec<(&[u8], usize, usize, &str)> = vec![
+        // (stream, data buffer size, longest line, data)
+        (b"data: ab\ndata: c\n\n", 5, 8, "ab\nc"),
+        (b"data: abc\ndata\n\n", 5, 9, "abc\n"),
+        (b"data: a\xFF\ndata: b\n\n", 7, 8, "a\u{FFFD}\nb"),
+        (
+            b"data:\xFF\xFF\xFF\xFF\n\n",
+            13,
+            9,
+            "\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}",
+        ),
+        (
+            b": note\nevent: e\ndata\ndata: \xE2\x82\xAC\n\n",
+            5,
+            9,
+            "\n\u{20AC}",
+        ),
+        (long.as_bytes(), 66, 46, &long_data),
+    ];
+    for (stream, data_size, line_len, data) in cases {
+        let fits = Limits {
+            max_line_len: line_len,
+            max_event_len: data_size,
+        };
+        let tight_event = Limits {
+            max_event_len: data_size - 1,
+            ..fits
+        };
+        let tight_line = Limits {
+            max_line_len: line_len - 1,
+            ..fits
+        };
+        for first in 0..=stream.len() {
+            for second in first..=stream.len() {
+                let pieces = split_at_points(stream, &[first, second]);
+                let how = format!(
+                    "{:?} split at {first} and {second}",
+                    String::from_utf8_lossy(stream)
+                );
+                assert_eq!(
+                    replay_limited(&pieces, fits),
+                    Ok(vec![data.to_owned()]),
+                    "{how}"
+                );
+                assert_eq!(
+                    replay_limited(&pieces, tight_event),
+                    Err(SseError::EventTooLarge {
+                        limit: data_size - 1
+                    }),
+                    "{how}"
+                );
+                assert_eq!(
+                    replay_limited(&pieces, tight_line),
+                    Err(SseError::LineTooLong {
+                        limit: line_len - 1
+                    }),
+                    "{how}"
+                );
+            }
+        }
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(replay_limited(&bytes, fits), Ok(vec![data.to_owned()]));
+        assert!(replay_limited(&bytes, tight_event).is_err());
+    }
 }
 
 #[test]

@@ -9,25 +9,40 @@
 //! rest; when the returned item is `None` the whole input was consumed and more bytes are
 //! needed. Nothing here does I/O or looks at a clock.
 //!
-//! Lines that arrive whole inside one input slice are interpreted in place. Only a line that
-//! straddles two feeds is copied into `line`, a buffer the parser keeps and reuses. Field
-//! values go into reusable `String` buffers (`data`, `event_type`, `id`, `comment`), so once
-//! those buffers have grown to the size of the largest event, parsing allocates nothing.
-//! The commonest event of all, one `data` line followed at once by the blank line (every
-//! OpenAI chunk), is not copied at all when both lines are in the input: its data borrows
-//! from the input. Other items borrow from the parser's buffers; buffers that back a
+//! Lines that arrive whole inside one input slice are interpreted in place; the loop over
+//! them tests the commonest lines first (a blank line without a scan, a `data` line without
+//! a colon search or field-name match). Line ends are found with memchr's AVX2 searcher,
+//! chosen once per parser, or 8 bytes at a time in integer registers for inputs of up to
+//! 16 bytes (small reads).
+//!
+//! What is kept goes into buffers the parser reuses, so once they have grown to the size
+//! of the largest event, parsing allocates nothing:
+//!
+//! - `data` holds the event's `data` values, each followed by an LF, as raw bytes. A data
+//!   line that straddles feeds goes straight there too, piece by piece.
+//! - `line` holds any other line that straddles feeds, until it ends.
+//! - `event_type`, `id_buffer` and `last_event_id` hold text.
+//!
+//! Nothing else is copied. The commonest event of all, one `data` line followed at once by
+//! the blank line (every OpenAI chunk), borrows its data from the input when both lines are
+//! in it; a comment borrows its text from the input or from `line`. Buffers that back a
 //! returned item are cleared lazily at the start of the next feed.
 //!
-//! Text is decoded as UTF-8 field by field. Because the delimiters (CR, LF, `:`, space) are
-//! ASCII and never part of a multi-byte sequence, this gives exactly what decoding the whole
-//! stream first would, including U+FFFD replacement of invalid sequences (Rust's lossy
-//! decoder and the WHATWG decoder both replace maximal subparts). Valid input never
-//! allocates on that path.
+//! Text is decoded as UTF-8 once per item, where its bytes lie, when the item is handed out:
+//! an event's data in one `str::from_utf8` call over the whole buffer, not one per line.
+//! Because the delimiters (CR, LF, `:`, space) are ASCII and never part of a multi-byte
+//! sequence, decoding the joined lines, or any field on its own, gives exactly what decoding
+//! the whole stream first would, including U+FFFD replacement of invalid sequences (Rust's
+//! lossy decoder and the WHATWG decoder both replace maximal subparts). Valid text is
+//! borrowed, never copied to be decoded; invalid text is repaired into a reused buffer.
 //!
 //! The two bounds, [`Limits::max_line_len`] and [`Limits::max_event_len`], are checked
-//! before any buffer grows past them; crossing one is fatal for the parser.
+//! before any buffer grows past them; crossing one is fatal for the parser. The event
+//! bound counts data as it will be handed out, after replacement (one invalid byte becomes
+//! three), yet raw bytes are not decoded early to count them: while even tripled they fit,
+//! they cannot cross it. Only an event that comes within a third of the bound is decoded
+//! line by line as it grows, and counted exactly.
 
-use std::borrow::Cow;
 use std::fmt;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -101,20 +116,34 @@ pub enum Item<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ready {
     None,
-    /// An event whose data is the `data` buffer.
-    Event,
-    /// An event whose data is the one data line at `start..end` of the last input (not yet
-    /// decoded: [`Parser::item`] decodes it once, where it is borrowed).
-    EventIn {
-        start: usize,
-        end: usize,
-    },
-    /// An event whose data is the one data line at `start..` of `line` (it straddled feeds).
-    EventInLine {
-        start: usize,
-    },
-    Comment,
+    /// An event whose data is at this place.
+    Event(Text),
+    /// A comment whose text is at this place.
+    Comment(Text),
     Retry(u64),
+}
+
+/// Where the bytes of an item's text are. They are decoded only when [`Parser::item`]
+/// hands the item out, once, where they lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Text {
+    /// The `data` buffer, less its final LF.
+    Data,
+    /// `start..end` of the last input.
+    Input { start: usize, end: usize },
+    /// `start..` of `line` (the item's line straddled feeds).
+    Line { start: usize },
+}
+
+/// A data line that straddles feeds, its value going straight into the data buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DataLine {
+    /// Where the value starts in `data`.
+    value_start: usize,
+    /// The length of the line before its value: `data:`, and the space if there was one.
+    prefix: usize,
+    /// How many more bytes the value may take before either limit needs a closer look.
+    room: usize,
 }
 
 /// Progress through a possible leading byte-order mark.
@@ -126,16 +155,30 @@ enum Bom {
     Done,
 }
 
+/// How many bytes of a line tell whether it is a data line and where its value starts
+/// (`data:` and the byte after it, which may be the space to drop).
+const DATA_PREFIX_KNOWN: usize = 6;
+
 /// The push parser. See the [module docs](self) for the design.
 pub struct Parser {
     limits: Limits,
+    line_ends: LineEnds,
     bom: Bom,
     /// The previous line ended in CR, so an LF starting the next input is its second half.
     after_cr: bool,
-    /// The start of a line that has not ended yet.
+    /// The start of a line that has not ended yet (unless it is a data line, see
+    /// `data_line`), or the whole line a comment borrows from.
     line: Vec<u8>,
-    data: String,
+    /// A data line that has not ended yet, whose value so far is at the end of `data`.
+    data_line: Option<DataLine>,
+    /// The data buffer: each `data` line's value and an LF, as raw bytes. Only the first
+    /// `data_decoded` bytes are known to be text; the rest is decoded once, at hand-out.
+    data: Vec<u8>,
+    data_decoded: usize,
+    /// The event type buffer, when `event_type_set`; otherwise it keeps the last type seen,
+    /// so that a stream naming the same type event after event decodes it only once.
     event_type: String,
+    event_type_set: bool,
     /// The "last event ID buffer": set by `id` fields, never cleared.
     id_buffer: String,
     /// The last event ID committed at a dispatch.
@@ -143,7 +186,9 @@ pub struct Parser {
     /// An `id` field arrived since the last dispatch (most streams never send one, so the
     /// dispatch skips comparing the two ID buffers).
     id_dirty: bool,
-    comment: String,
+    /// The text of an item whose bytes were not valid UTF-8, with the errors replaced; also
+    /// scratch space while an event near the limit is decoded early.
+    repaired: String,
     retry: Option<u64>,
     ready: Ready,
     /// `data` and `event_type` back a returned event; clear them before the next line.
@@ -179,15 +224,22 @@ impl Parser {
     pub fn with_limits(limits: Limits) -> Self {
         Self {
             limits,
+            line_ends: LineEnds::new(),
             bom: Bom::Matched(0),
             after_cr: false,
-            line: Vec::new(),
-            data: String::new(),
+            // Room for lines that straddle feeds before they are known to be data lines, so
+            // that a read boundary in a line's first bytes, which may first fall anywhere in
+            // the stream, does not allocate there.
+            line: Vec::with_capacity(64),
+            data_line: None,
+            data: Vec::new(),
+            data_decoded: 0,
             event_type: String::new(),
+            event_type_set: false,
             id_buffer: String::new(),
             last_event_id: String::new(),
             id_dirty: false,
-            comment: String::new(),
+            repaired: String::new(),
             retry: None,
             ready: Ready::None,
             clear_pending: false,
@@ -259,14 +311,16 @@ impl Parser {
     /// afterwards (the last event ID and retry time are kept, as a reconnecting client would).
     pub fn finish(&mut self) -> bool {
         // Bytes held back as a possible BOM are the start of an unterminated line too.
-        // With `clear_pending`, `line` holds nothing or the line of the last event.
+        // With `clear_pending`, `data` and `event_type` are those of the last event.
         let discarded = matches!(self.bom, Bom::Matched(seen) if seen > 0)
-            || (!self.clear_pending
-                && (!self.line.is_empty() || !self.data.is_empty() || !self.event_type.is_empty()));
+            || (!self.line.is_empty() && !self.item_borrows_line())
+            || self.data_line.is_some()
+            || (!self.clear_pending && (!self.data.is_empty() || !self.event_type().is_empty()));
         self.line.clear();
+        self.data_line = None;
         self.data.clear();
-        self.event_type.clear();
-        self.comment.clear();
+        self.data_decoded = 0;
+        self.event_type_set = false;
         self.ready = Ready::None;
         self.clear_pending = false;
         self.after_cr = false;
@@ -280,7 +334,7 @@ impl Parser {
 
     /// Whether the last [`advance`](Self::advance) produced an item.
     pub(crate) fn has_item(&self) -> bool {
-        self.ready != Ready::None
+        !matches!(self.ready, Ready::None)
     }
 
     /// Whether the item produced by the last [`advance`](Self::advance) is a comment.
@@ -293,46 +347,50 @@ impl Parser {
     /// Whether the item produced by the last [`advance`](Self::advance) borrows from its
     /// input, which [`item`](Self::item) must then be given again.
     pub(crate) fn item_borrows_input(&self) -> bool {
-        matches!(self.ready, Ready::EventIn { .. })
+        matches!(
+            self.ready,
+            Ready::Event(Text::Input { .. }) | Ready::Comment(Text::Input { .. })
+        )
+    }
+
+    /// Whether `line` holds the line of the item produced last, not the start of a line.
+    fn item_borrows_line(&self) -> bool {
+        matches!(
+            self.ready,
+            Ready::Event(Text::Line { .. }) | Ready::Comment(Text::Line { .. })
+        )
     }
 
     /// The item produced by the last [`advance`](Self::advance), if any. `input` must hold
     /// the bytes that call was given (at least the ones it consumed); `None` if it is too
     /// short to (only possible when it does not).
     pub(crate) fn item<'a>(&'a mut self, input: &'a [u8]) -> Option<Item<'a>> {
-        let data = match self.ready {
+        let (text, event) = match self.ready {
             Ready::None => return None,
             Ready::Retry(ms) => return Some(Item::Retry(ms)),
-            Ready::Comment => return Some(Item::Comment(&self.comment)),
+            Ready::Event(text) => (text, true),
+            Ready::Comment(text) => (text, false),
+        };
+        let bytes = match text {
             // `data` always ends in the LF its last line appended; the spec removes it.
-            Ready::Event => {
-                return Some(self.event(self.data.strip_suffix('\n').unwrap_or(&self.data)));
-            }
-            Ready::EventIn { start, end } => decode(input.get(start..end)?),
-            Ready::EventInLine { start } => decode(self.line.get(start..)?),
+            Text::Data => self.data.strip_suffix(b"\n").unwrap_or(&self.data),
+            Text::Input { start, end } => input.get(start..end)?,
+            Text::Line { start } => self.line.get(start..)?,
         };
-        match data {
-            Cow::Borrowed(data) => Some(self.event(data)),
-            Cow::Owned(data) => {
-                // Invalid UTF-8 (rare): the repaired text has to live somewhere.
-                self.data = data;
-                self.ready = Ready::Event;
-                Some(self.event(&self.data))
-            }
+        let text = decode(bytes, &mut self.repaired);
+        if !event {
+            return Some(Item::Comment(text));
         }
-    }
-
-    fn event<'a>(&'a self, data: &'a str) -> Item<'a> {
-        let event = if self.event_type.is_empty() {
-            "message"
-        } else {
+        let event = if self.event_type_set && !self.event_type.is_empty() {
             &self.event_type
+        } else {
+            "message"
         };
-        Item::Event(Event {
+        Some(Item::Event(Event {
             event,
-            data,
+            data: text,
             id: &self.last_event_id,
-        })
+        }))
     }
 
     /// [`feed`](Self::feed) without borrowing the result, so a reader can consume input
@@ -341,28 +399,74 @@ impl Parser {
         if let Some(err) = self.failed {
             return Err(err);
         }
-        self.ready = Ready::None;
-        if self.clear_pending {
-            self.clear_pending = false;
-            self.data.clear();
-            self.event_type.clear();
-            self.line.clear();
+        let mut start = 0;
+        if let Some(open) = &mut self.data_line {
+            // Inside a data line that straddles feeds (no item is pending then), the common
+            // case of small reads and long lines: the value takes the input up to the line
+            // end, often the whole input.
+            let found = self.line_ends.find(input);
+            let piece = &input[..found.unwrap_or(input.len())];
+            if piece.len() <= open.room {
+                open.room -= piece.len();
+                append_start(&mut self.data, input, piece.len());
+                let Some(len) = found else {
+                    return Ok(input.len());
+                };
+                self.data_line = None;
+                self.data.push(b'\n');
+                self.after_cr = input[len] == b'\r';
+                start = len + 1;
+            }
+        } else {
+            if self.item_borrows_line() {
+                self.line.clear();
+            }
+            self.ready = Ready::None;
+            if self.clear_pending {
+                self.clear_pending = false;
+                self.data.clear();
+                self.data_decoded = 0;
+                self.event_type_set = false;
+            }
         }
-        let result = self.advance_lines(input);
+        let result = self.advance_lines(input, start);
         if let Err(err) = result {
             self.failed = Some(err);
         }
         result
     }
 
-    fn advance_lines(&mut self, input: &[u8]) -> Result<usize, SseError> {
-        // Inside a line that straddles feeds (so past any BOM and CR), most inputs of a long
-        // line or of small reads hold no line end: append them without the checks below.
-        if !self.line.is_empty() && find_line_end(input).is_none() {
-            self.buffer_partial_line(input)?;
-            return Ok(input.len());
+    /// Interprets `input` from `start` until a line produces an item; returns where the
+    /// input after that line starts (its length if no line did).
+    fn advance_lines(&mut self, input: &[u8], start: usize) -> Result<usize, SseError> {
+        let mut pos = start + self.skip_bom(&input[start..]);
+        if self.data_line.is_some() || !self.line.is_empty() {
+            // A line that straddles feeds (so past any BOM and CR) continues.
+            let rest = &input[pos..];
+            let found = self.line_ends.find(rest);
+            self.extend_partial_line(&rest[..found.unwrap_or(rest.len())])?;
+            let Some(len) = found else {
+                return Ok(input.len());
+            };
+            self.after_cr = rest[len] == b'\r';
+            pos += len + 1;
+            if self.data_line.take().is_some() {
+                self.data.push(b'\n');
+            } else {
+                let line = std::mem::take(&mut self.line);
+                let result = self.interpret_line(&line);
+                // The line stays in `line` while a comment borrows it, until the next feed.
+                self.line = line;
+                if let Some(text) = result? {
+                    self.ready = Ready::Comment(Text::Line { start: text });
+                    return Ok(pos);
+                }
+                self.line.clear();
+                if !matches!(self.ready, Ready::None) {
+                    return Ok(pos);
+                }
+            }
         }
-        let mut pos = self.skip_bom(input);
         while pos < input.len() {
             if self.after_cr {
                 self.after_cr = false;
@@ -375,68 +479,60 @@ impl Parser {
             // A blank line ends nearly every event: skip the scan for it.
             let found = match rest[0] {
                 b'\n' | b'\r' => Some(0),
-                _ => find_line_end(rest),
+                _ => self.line_ends.find(rest),
             };
             let Some(len) = found else {
-                self.buffer_partial_line(rest)?;
+                self.start_partial_line(rest)?;
                 return Ok(input.len());
             };
             self.after_cr = rest[len] == b'\r';
+            self.check_line_len(len)?;
             let line_start = pos;
             pos += len + 1;
-            if self.line.is_empty() {
-                self.check_line_len(len)?;
-                let line = &rest[..len];
-                if let Some((value, next)) = self.single_line_event(line, input, pos - 1) {
-                    self.ready = Ready::EventIn {
-                        start: line_start + value,
-                        end: line_start + len,
-                    };
-                    return Ok(next);
+            if len == 0 {
+                self.dispatch();
+                if !matches!(self.ready, Ready::None) {
+                    return Ok(pos);
                 }
-                self.interpret_line(line)?;
-            } else {
-                self.buffer_partial_line(&rest[..len])?;
-                let line = std::mem::take(&mut self.line);
-                let single = self.single_line_event(&line, input, pos - 1);
-                let result = match single {
-                    Some(_) => Ok(()),
-                    None => self.interpret_line(&line),
-                };
-                self.line = line;
-                if let Some((value, next)) = single {
-                    // The line stays in `line` until the next feed clears it.
-                    self.ready = Ready::EventInLine { start: value };
-                    return Ok(next);
-                }
-                self.line.clear();
-                result?;
+                continue;
             }
-            if self.ready != Ready::None {
+            let line = &rest[..len];
+            // Most lines are `data` lines: straight into the buffer, no colon search.
+            if let Some(value) = data_value_start(line) {
+                if self.data.is_empty() {
+                    if let Some(next) = self.single_line_event(len - value, input, pos - 1) {
+                        self.ready = Ready::Event(Text::Input {
+                            start: line_start + value,
+                            end: line_start + len,
+                        });
+                        return Ok(next);
+                    }
+                }
+                self.push_data(&line[value..])?;
+                continue;
+            }
+            if let Some(text) = self.interpret_line(line)? {
+                self.ready = Ready::Comment(Text::Input {
+                    start: line_start + text,
+                    end: line_start + len,
+                });
+                return Ok(pos);
+            }
+            if !matches!(self.ready, Ready::None) {
                 return Ok(pos);
             }
         }
         Ok(pos)
     }
 
-    /// The fast path for an event of one `data` line, which then needs no copy: if `line`
-    /// is a data line that opens an event, and the blank line that ends the event follows
-    /// the line's terminator at `input[end]`, dispatches the event (the caller sets `ready`
-    /// to where the data is) and returns where the value starts in `line` and where the
-    /// input after the blank line starts. Otherwise `None`, and nothing has changed.
-    fn single_line_event(
-        &mut self,
-        line: &[u8],
-        input: &[u8],
-        end: usize,
-    ) -> Option<(usize, usize)> {
-        if !self.data.is_empty() || !line.starts_with(b"data:") {
-            return None;
-        }
-        let value = 5 + usize::from(line.get(5) == Some(&b' '));
+    /// The fast path for an event of one `data` line, which then needs no copy: called for
+    /// a data line (whose value is `value_len` bytes) while the data buffer is empty. If the
+    /// blank line that ends the event follows the line's terminator at `input[end]`,
+    /// dispatches the event (the caller sets `ready` to where the data is) and returns where
+    /// the input after the blank line starts. Otherwise `None`, and nothing has changed.
+    fn single_line_event(&mut self, value_len: usize, input: &[u8], end: usize) -> Option<usize> {
         // Bound the value as if every byte were invalid UTF-8 (3 bytes of U+FFFD each), so
         // decoding it later cannot cross the limit; longer values take the checked path.
-        let value_len = line.len() - value;
         if value_len.saturating_mul(3).saturating_add(1) > self.limits.max_event_len {
             return None;
         }
@@ -456,7 +552,88 @@ impl Parser {
         self.after_cr = blank == b'\r';
         self.commit_id();
         self.clear_pending = true;
-        Some((value, next + 1))
+        Some(next + 1)
+    }
+
+    /// Keeps the start of a line that does not end in this input: the value of a data line
+    /// goes straight into the data buffer (unless the limit is near), anything else (or a
+    /// line too short to tell) into `line`.
+    #[inline]
+    fn start_partial_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
+        self.check_line_len(bytes.len())?;
+        if !self.open_data_line(bytes) {
+            self.line.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// Adds the next piece of a line that straddles feeds.
+    fn extend_partial_line(&mut self, mut bytes: &[u8]) -> Result<(), SseError> {
+        let known = self.line.len();
+        if self.data_line.is_none() && known < DATA_PREFIX_KNOWN {
+            // The line began too short to tell whether it is a data line (small reads):
+            // its next few bytes tell, and a data line's value goes to the data buffer.
+            let (head, tail) = bytes.split_at(bytes.len().min(DATA_PREFIX_KNOWN - known));
+            self.check_line_len(known + head.len())?;
+            self.line.extend_from_slice(head);
+            bytes = tail;
+            let line = std::mem::take(&mut self.line);
+            let opened = self.open_data_line(&line);
+            self.line = line;
+            if opened {
+                self.line.clear();
+            }
+        }
+        let Some(open) = &mut self.data_line else {
+            self.check_line_len(self.line.len() + bytes.len())?;
+            self.line.extend_from_slice(bytes);
+            return Ok(());
+        };
+        if bytes.len() <= open.room {
+            open.room -= bytes.len();
+            self.data.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let open = *open;
+        let value_len = self.data.len() - open.value_start;
+        self.check_line_len(open.prefix + value_len + bytes.len())?;
+        // Near the event limit: back to `line`, to be decoded and counted exactly once the
+        // line is whole.
+        self.data_line = None;
+        self.line.extend_from_slice(&b"data: "[..open.prefix]);
+        self.line.extend_from_slice(&self.data[open.value_start..]);
+        self.line.extend_from_slice(bytes);
+        self.data.truncate(open.value_start);
+        Ok(())
+    }
+
+    /// If `start` (the start of a line) is far enough into a data line to tell where the
+    /// value begins, and the value may go into the data buffer undecoded, puts it there and
+    /// marks the data line open.
+    #[inline]
+    fn open_data_line(&mut self, start: &[u8]) -> bool {
+        if start.len() < DATA_PREFIX_KNOWN {
+            return false;
+        }
+        let Some(value) = data_value_start(start) else {
+            return false;
+        };
+        let value_len = start.len() - value;
+        let Some(room) = self
+            .raw_data_room()
+            .and_then(|room| room.checked_sub(value_len))
+        else {
+            return false;
+        };
+        // The caller has checked the line so far against the line limit.
+        let line_room = self.limits.max_line_len.saturating_sub(start.len());
+        self.data_line = Some(DataLine {
+            value_start: self.data.len(),
+            prefix: value,
+            room: room.min(line_room),
+        });
+        self.data.extend_from_slice(&start[value..]);
+        true
     }
 
     /// Skips a UTF-8 BOM that opens the stream, however it is split across feeds. Returns
@@ -481,12 +658,6 @@ impl Parser {
         0
     }
 
-    fn buffer_partial_line(&mut self, bytes: &[u8]) -> Result<(), SseError> {
-        self.check_line_len(self.line.len() + bytes.len())?;
-        self.line.extend_from_slice(bytes);
-        Ok(())
-    }
-
     fn check_line_len(&self, len: usize) -> Result<(), SseError> {
         if len > self.limits.max_line_len {
             return Err(SseError::LineTooLong {
@@ -497,30 +668,38 @@ impl Parser {
     }
 
     /// Interprets one line (without its terminator), per "Interpreting an event stream".
-    fn interpret_line(&mut self, line: &[u8]) -> Result<(), SseError> {
-        if line.is_empty() {
-            self.dispatch();
-            return Ok(());
-        }
-        // Most lines are `data:`: no need to search for their colon or match their name.
-        if let Some(value) = line.strip_prefix(b"data:") {
-            return self.push_data(strip_one_space(value));
-        }
-        let (name, value) = match memchr::memchr(b':', line) {
-            Some(0) => {
-                self.comment.clear();
-                push_lossy(&mut self.comment, strip_one_space(&line[1..]));
-                self.ready = Ready::Comment;
-                return Ok(());
+    /// A comment is not copied: for one, returns where its text starts in `line`, and the
+    /// caller, which knows where the line is, makes it the ready item.
+    fn interpret_line(&mut self, line: &[u8]) -> Result<Option<usize>, SseError> {
+        match line.first() {
+            None => {
+                self.dispatch();
+                return Ok(None);
             }
+            Some(b':') => return Ok(Some(1 + usize::from(line.get(1) == Some(&b' ')))),
+            Some(_) => {}
+        }
+        if let Some(value) = data_value_start(line) {
+            self.push_data(&line[value..])?;
+            return Ok(None);
+        }
+        // The names that mean something are at most 5 bytes long (`event`, `retry`): a line
+        // with no colon in its first 6 bytes is some other field, ignored, however long.
+        const LONGEST_NAME: usize = 5;
+        let head = &line[..line.len().min(LONGEST_NAME + 1)];
+        let (name, value) = match head.iter().position(|&b| b == b':') {
             Some(colon) => (&line[..colon], strip_one_space(&line[colon + 1..])),
-            None => (line, &[][..]),
+            None if line.len() <= LONGEST_NAME => (line, &[][..]),
+            None => return Ok(None),
         };
         match name {
             b"data" => self.push_data(value)?,
             b"event" => {
-                self.event_type.clear();
-                push_lossy(&mut self.event_type, value);
+                if value != self.event_type.as_bytes() {
+                    self.event_type.clear();
+                    push_lossy(&mut self.event_type, value);
+                }
+                self.event_type_set = true;
             }
             b"id" if !value.contains(&0) => {
                 self.id_buffer.clear();
@@ -537,34 +716,82 @@ impl Parser {
             }
             _ => {}
         }
+        Ok(None)
+    }
+
+    /// Appends a `data` field's value and the LF that follows it to the data buffer, as raw
+    /// bytes: the whole buffer is decoded once, when the event is handed out, instead of
+    /// line by line.
+    #[inline]
+    fn push_data(&mut self, value: &[u8]) -> Result<(), SseError> {
+        if !self.raw_data_fits(value.len()) {
+            return self.push_data_decoded(value);
+        }
+        self.data.extend_from_slice(value);
+        self.data.push(b'\n');
         Ok(())
     }
 
-    /// Appends a `data` field's value and the LF that follows it to the data buffer.
-    fn push_data(&mut self, value: &[u8]) -> Result<(), SseError> {
-        // Count the value as it will be stored: one invalid byte becomes a 3-byte U+FFFD.
-        // Valid text is borrowed here, not copied.
-        let value = decode(value);
-        let len = self.data.len() + value.len() + 1;
-        if len > self.limits.max_event_len {
+    /// Whether `more` raw bytes and an LF may go into the data buffer undecoded.
+    #[inline]
+    fn raw_data_fits(&self, more: usize) -> bool {
+        self.raw_data_room().is_some_and(|room| more <= room)
+    }
+
+    /// How many raw bytes and an LF may go into the data buffer undecoded (`None`: not even
+    /// the LF). Decoding can at most triple the undecoded bytes (one invalid byte becomes a
+    /// 3-byte U+FFFD): while even that fits the limit, the limit cannot be crossed yet.
+    #[inline]
+    fn raw_data_room(&self) -> Option<usize> {
+        let undecoded = self.data.len() - self.data_decoded;
+        let left = self
+            .limits
+            .max_event_len
+            .checked_sub(self.data_decoded + 1)?;
+        (left / 3).checked_sub(undecoded)
+    }
+
+    /// [`push_data`](Self::push_data) for an event near the limit: decodes the buffer and
+    /// the value now, to count the data exactly as it will be handed out.
+    #[cold]
+    fn push_data_decoded(&mut self, value: &[u8]) -> Result<(), SseError> {
+        let undecoded = &self.data[self.data_decoded..];
+        if std::str::from_utf8(undecoded).is_err() {
+            self.repaired.clear();
+            push_lossy(&mut self.repaired, undecoded);
+            self.data.truncate(self.data_decoded);
+            self.data.extend_from_slice(self.repaired.as_bytes());
+        }
+        self.data_decoded = self.data.len();
+        let value = decode(value, &mut self.repaired);
+        if self.data.len() + value.len() + 1 > self.limits.max_event_len {
             return Err(SseError::EventTooLarge {
                 limit: self.limits.max_event_len,
             });
         }
-        self.data.reserve(value.len() + 1);
-        self.data.push_str(&value);
-        self.data.push('\n');
+        self.data.extend_from_slice(value.as_bytes());
+        self.data.push(b'\n');
+        self.data_decoded = self.data.len();
         Ok(())
     }
 
     fn dispatch(&mut self) {
         self.commit_id();
         if self.data.is_empty() {
-            self.event_type.clear();
+            self.event_type_set = false;
             return;
         }
-        self.ready = Ready::Event;
+        self.ready = Ready::Event(Text::Data);
         self.clear_pending = true;
+    }
+
+    /// The event type buffer.
+    fn event_type(&self) -> &str {
+        if self.event_type_set {
+            &self.event_type
+        } else {
+            ""
+        }
     }
 
     /// A dispatch sets the last event ID to the ID buffer.
@@ -575,35 +802,89 @@ impl Parser {
     }
 }
 
-/// Where the first CR or LF in `bytes` is. Small reads make for short inputs, where
-/// `memchr2`'s setup costs more than the search: up to 16 bytes are tested 8 at a time in
-/// plain integer registers instead (about a third faster, measured).
-fn find_line_end(bytes: &[u8]) -> Option<usize> {
+/// Finds line ends (CR or LF).
+#[derive(Debug, Clone, Copy)]
+struct LineEnds {
+    /// memchr's AVX2 searcher, when the CPU has AVX2, chosen once here: `memchr2` chooses
+    /// on every call, through a function pointer, and sets its needles up again, which on
+    /// lines of a few dozen bytes costs about as much as the search itself.
+    #[cfg(target_arch = "x86_64")]
+    avx2: Option<memchr::arch::x86_64::avx2::memchr::Two>,
+}
+
+impl LineEnds {
+    fn new() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            avx2: memchr::arch::x86_64::avx2::memchr::Two::new(b'\n', b'\r'),
+        }
+    }
+
+    /// Where the first CR or LF in `bytes` is.
+    #[inline]
+    fn find(&self, bytes: &[u8]) -> Option<usize> {
+        if bytes.len() <= 16 {
+            return find_line_end_short(bytes);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(avx2) = &self.avx2 {
+            return avx2.find(bytes);
+        }
+        memchr::memchr2(b'\n', b'\r', bytes)
+    }
+}
+
+/// [`LineEnds::find`] for inputs of up to 16 bytes (small reads), where any `memchr2`
+/// setup costs more than the search: they are tested 8 bytes at a time in plain integer
+/// registers (about a third faster, measured). From 8 bytes on, two words cover the input:
+/// the first 8 bytes and the last 8, which may overlap.
+fn find_line_end_short(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    if bytes.len() > 16 {
-        return memchr::memchr2(b'\n', b'\r', bytes);
-    }
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
-    for word in &mut words {
-        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+    let (Some(first), Some(last)) = (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) else {
+        return bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+    };
+    let last_at = bytes.len() - 8;
+    for (at, word) in [(0, first), (last_at, last)] {
+        let word = u64::from_le_bytes(*word);
         let lf = word ^ (ONES * u64::from(b'\n'));
         let cr = word ^ (ONES * u64::from(b'\r'));
         // The high bit of each byte that is zero after the XOR, that is, of each CR or LF.
         // A borrow can mark a byte above a real match too, never one below it, so the
-        // lowest mark is the first line end.
+        // lowest mark is the first line end (in the last word too: the bytes it shares
+        // with the first hold no line end, so none of them is marked).
         let marks = (lf.wrapping_sub(ONES) & !lf | cr.wrapping_sub(ONES) & !cr) & HIGH;
         if marks != 0 {
             return Some(at + marks.trailing_zeros() as usize / 8);
         }
-        at += 8;
     }
-    let tail = words
-        .remainder()
-        .iter()
-        .position(|&b| b == b'\n' || b == b'\r');
-    tail.map(|i| at + i)
+    None
+}
+
+/// Appends the first `len` bytes of `from` to `buf`. Small reads make for many short
+/// pieces, and for those a call to `memcpy` costs more than the copy: when `from` has 16
+/// bytes and `buf` room for them, all 16 are copied (two vector moves) and the excess cut
+/// off again. `buf` never grows for that.
+#[inline]
+fn append_start(buf: &mut Vec<u8>, from: &[u8], len: usize) {
+    const BLOCK: usize = 16;
+    if len <= BLOCK && buf.capacity() - buf.len() >= BLOCK {
+        if let Some(block) = from.first_chunk::<BLOCK>() {
+            let end = buf.len() + len;
+            buf.extend_from_slice(block);
+            buf.truncate(end);
+            return;
+        }
+    }
+    buf.extend_from_slice(&from[..len]);
+}
+
+/// Where the value of a `data` line starts, if `line` is one (the field name and colon,
+/// and one space after them, are not part of it).
+#[inline]
+fn data_value_start(line: &[u8]) -> Option<usize> {
+    line.starts_with(b"data:")
+        .then(|| 5 + usize::from(line.get(5) == Some(&b' ')))
 }
 
 /// A field value loses one leading space, and only one.
@@ -611,45 +892,66 @@ fn strip_one_space(value: &[u8]) -> &[u8] {
     value.strip_prefix(b" ").unwrap_or(value)
 }
 
-/// UTF-8 text with invalid sequences replaced by U+FFFD, allocating only then.
-/// (`String::from_utf8_lossy` alone walks valid text several times slower than
-/// `str::from_utf8`, so the common case goes through the fast validator first.)
+/// `bytes` as text: borrowed when they are valid UTF-8, else decoded into `spare` with each
+/// invalid sequence replaced by U+FFFD (as `String::from_utf8_lossy` does, without
+/// allocating once `spare` has grown).
 #[inline]
-fn decode(bytes: &[u8]) -> Cow<'_, str> {
+fn decode<'a>(bytes: &'a [u8], spare: &'a mut String) -> &'a str {
     match std::str::from_utf8(bytes) {
-        Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
+        Ok(text) => text,
+        Err(_) => {
+            spare.clear();
+            push_lossy(spare, bytes);
+            spare
+        }
     }
 }
 
-/// Appends [`decode`]d text.
+/// Appends `bytes` as text, invalid sequences replaced by U+FFFD. (Validating with
+/// `str::from_utf8` first: the lossy decoder walks valid text several times slower.)
 fn push_lossy(buf: &mut String, bytes: &[u8]) {
-    buf.push_str(&decode(bytes));
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        buf.push_str(text);
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        buf.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            buf.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::find_line_end;
+    use super::LineEnds;
 
     #[test]
-    fn find_line_end_agrees_with_a_byte_loop() {
+    fn line_ends_agree_with_a_byte_loop() {
         let expected = |bytes: &[u8]| bytes.iter().position(|&b| b == b'\n' || b == b'\r');
+        // The searcher this CPU gets, and the portable `memchr2` one.
+        #[allow(unused_mut)]
+        let mut searchers = vec![LineEnds::new()];
+        #[cfg(target_arch = "x86_64")]
+        searchers.push(LineEnds { avx2: None });
         // Fillers next to CR and LF in value, and ones whose borrows could mislead the
         // word-at-a-time test (0x00, 0x01, 0xFF).
         let fillers = [b'a', 0x00, 0x01, 0x09, 0x0B, 0x0C, 0x0E, 0x80, 0xFF];
-        for len in 0..=24 {
-            for &filler in &fillers {
-                let mut bytes = vec![filler; len];
-                assert_eq!(find_line_end(&bytes), None, "{bytes:?}");
-                for first in 0..len {
-                    for end in [b'\n', b'\r'] {
-                        bytes.fill(filler);
-                        bytes[first] = end;
-                        // A second line end after the first must not win.
-                        if first + 1 < len {
-                            bytes[len - 1] = b'\n' ^ b'\r' ^ end;
+        for ends in &searchers {
+            for len in 0..=80 {
+                for &filler in &fillers {
+                    let mut bytes = vec![filler; len];
+                    assert_eq!(ends.find(&bytes), None, "{bytes:?}");
+                    for first in 0..len {
+                        for end in [b'\n', b'\r'] {
+                            bytes.fill(filler);
+                            bytes[first] = end;
+                            // A second line end after the first must not win.
+                            if first + 1 < len {
+                                bytes[len - 1] = b'\n' ^ b'\r' ^ end;
+                            }
+                            assert_eq!(ends.find(&bytes), expected(&bytes), "{bytes:?}");
                         }
-                        assert_eq!(find_line_end(&bytes), expected(&bytes), "{bytes:?}");
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! The blocking shell around [`Parser`]: reads an event stream line by line from any
-//! [`BufRead`], using the reader's own buffer (`fill_buf` → parse → `consume`), so bytes are
-//! copied only when a line straddles two refills. An event of one data line is handed out
-//! straight from that buffer; its bytes are consumed at the next call.
+//! [`BufRead`], parsing in the reader's own buffer (`fill_buf` → parse → `consume`), so
+//! nothing is copied on the way to the parser. An event of one data line, or a comment, is
+//! handed out straight from that buffer; its bytes are consumed at the next call.
 
 use super::parser::{Item, Limits, Parser, SseError};
 use std::io::{self, BufRead};

@@ -5,7 +5,7 @@ use crate::contenders::{Run, Tally};
 use crate::workloads::prefix;
 use bytes::Bytes;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Measured time per cell is about this much (fewer runs for slow contenders).
 const BUDGET: Duration = Duration::from_millis(500);
@@ -29,9 +29,26 @@ pub struct Allocs {
 }
 
 fn time(run: Run, chunks: &[Bytes]) -> (Duration, Tally) {
-    let start = Instant::now();
+    let start = thread_cpu_time();
     let tally = black_box(run(black_box(chunks)));
-    (start.elapsed(), tally)
+    (thread_cpu_time() - start, tally)
+}
+
+/// The CPU time this thread has used. Every contender runs on the calling thread (the async
+/// ones under `block_on`), so this is its work; on a shared machine, wall time would also
+/// count the time a pass sat descheduled while other processes ran.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through the pointer, which is valid.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(
+        u64::try_from(now.tv_sec).expect("non-negative"),
+        u32::try_from(now.tv_nsec).expect("below 10^9"),
+    )
 }
 
 fn total_len(chunks: &[Bytes]) -> usize {

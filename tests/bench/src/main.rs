@@ -4,6 +4,12 @@
 //!
 //! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [calls] [size] [hostile]`
 //! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
+//!
+//! `profile` (never run by default) runs each selected contender once per workload and feed,
+//! untimed, for an instruction profiler: `valgrind --tool=callgrind
+//! --toggle-collect='oai_sse_bench::contenders::*' tests/bench/target/release/oai-sse-bench
+//! profile --workload=multiline --feed=1024 --only=sse-stream,Parser` (`--feed=` takes `whole`
+//! or read sizes).
 
 mod alloc;
 mod calls;
@@ -45,6 +51,10 @@ fn main() {
         workloads: filter("--workload="),
         contenders: filter("--only="),
     };
+    if sections.iter().any(|a| *a == "profile") {
+        profile(&only, filter("--feed="));
+        return;
+    }
     let started = Instant::now();
     println!("{}", header());
     if wants("parse") {
@@ -73,6 +83,36 @@ fn main() {
         println!("{}", hostile::section(filter("--case=").as_deref()));
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// One untimed pass of each selected contender over each selected workload and feed.
+fn profile(only: &Filter, feeds: Option<Vec<String>>) {
+    for workload in workloads::all() {
+        if !keep(&only.workloads, workload.name) {
+            continue;
+        }
+        for feed in Feed::ALL {
+            let name = match feed {
+                Feed::Whole => "whole".to_owned(),
+                Feed::Reads(n) => n.to_string(),
+            };
+            if !feeds.as_ref().is_none_or(|f| f.contains(&name)) {
+                continue;
+            }
+            let chunks = feed.chunks(&workload.bytes);
+            for c in CONTENDERS.iter().filter(|c| keep(&only.contenders, c.name)) {
+                let tally = (c.run)(&chunks);
+                eprintln!(
+                    "{} / {} / {}: {} events, {} data bytes",
+                    workload.name,
+                    feed.label(),
+                    c.name,
+                    tally.events,
+                    tally.data_bytes
+                );
+            }
+        }
+    }
 }
 
 fn header() -> String {
@@ -396,6 +436,17 @@ fn parse_targets(rows: &[Row], reader: usize, parser: usize) -> String {
                 verdict(x(r, ceiling) >= 0.25),
                 x(r, ceiling) * 100.0,
                 x(p, ceiling) * 100.0,
+            );
+        } else if row.workload == "multiline" {
+            // Issue 13: generic feeds carry multi-line data; at least as fast as any peer,
+            // through both APIs.
+            let _ = writeln!(
+                out,
+                "- multiline / {}: ≥ 1x fastest peer: {} ({:.2}x [{:.2}x])",
+                row.feed,
+                verdict(x(r, peer) >= 1.0 && x(p, peer) >= 1.0),
+                x(r, peer),
+                x(p, peer),
             );
         } else if row.workload == "long" {
             let _ = writeln!(
