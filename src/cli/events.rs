@@ -3,9 +3,9 @@
 
 use super::Failure;
 use super::args::{Args, UsageError};
+use super::parse::Line;
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{Error, EventSource, Reconnect, SourceEvent};
-use serde::Serialize;
 use std::io::{self, Write};
 
 pub const HELP: &str = "\
@@ -54,19 +54,6 @@ pub const TAKES_VALUE: &[&str] = &[
     "--max-retries",
     "--idle-timeout",
 ];
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Line<'a> {
-    Event {
-        event: &'a str,
-        data: &'a str,
-        id: &'a str,
-    },
-    Comment {
-        comment: &'a str,
-    },
-}
 
 pub fn run(mut args: Args) -> Result<(), Failure> {
     let headers = args.values(&["-H", "--header"])?;
@@ -141,11 +128,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
             Err(err) => return Err(Failure::Runtime(err.to_string())),
         };
         let line = match item {
-            SourceEvent::Event(e) => Line::Event {
-                event: e.event,
-                data: e.data,
-                id: e.id,
-            },
+            SourceEvent::Event(e) => Line::event(&e),
             SourceEvent::Comment(comment) => Line::Comment { comment },
             SourceEvent::Reconnect(reconnect) => {
                 eprintln!("{}", reconnect_line(&reconnect));

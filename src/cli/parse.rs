@@ -2,7 +2,7 @@
 
 use super::Failure;
 use super::args::{Args, UsageError};
-use oai_sse::sse::{EventReader, Item};
+use oai_sse::sse::{Event, EventReader, Item};
 use serde::Serialize;
 use std::io::{self, BufReader, Read, Write};
 
@@ -19,9 +19,11 @@ options:
   --chunk-size N   feed the parser at most N bytes at a time (default 8192)
   --comments       also print comment lines (servers send them as keep-alives)";
 
+/// One output line of `parse` and `events`: `{"event","data","id"}`, `{"retry"}` or
+/// `{"comment"}`.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum Line<'a> {
+pub(super) enum Line<'a> {
     Event {
         event: &'a str,
         data: &'a str,
@@ -33,6 +35,16 @@ enum Line<'a> {
     Comment {
         comment: &'a str,
     },
+}
+
+impl<'a> Line<'a> {
+    pub(super) fn event(e: &Event<'a>) -> Self {
+        Line::Event {
+            event: e.event,
+            data: e.data,
+            id: e.id,
+        }
+    }
 }
 
 /// Hands out at most `limit` bytes per read, so `--chunk-size` really sets the feed size.
@@ -67,11 +79,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         .map_err(|e| Failure::Runtime(format!("reading stdin: {e}")))?
     {
         let line = match item {
-            Item::Event(e) => Line::Event {
-                event: e.event,
-                data: e.data,
-                id: e.id,
-            },
+            Item::Event(e) => Line::event(&e),
             Item::Retry(retry) => Line::Retry { retry },
             Item::Comment(comment) if comments => Line::Comment { comment },
             Item::Comment(_) => continue,
