@@ -51,7 +51,7 @@ pub fn redact_userinfo(url: &str) -> Cow<'_, str> {
 ///
 /// A secret matches where it appears verbatim, and also where each of its characters is
 /// written raw or escaped: percent-encoded (`%40`, either hex case, as in a URL) or
-/// JSON-escaped (`\"`, `\\`, `\/`, `\n`, `\uXXXX` including surrogate pairs, as a server
+/// JSON-escaped (`\"`, `\\`, `\/`, `\n`, `\uHHHH` including surrogate pairs, as a server
 /// echoing the request in a JSON error would write it). Not caught: other encodings (base64,
 /// as in a `Basic` header; HTML entities; `+` for space), a secret split by inserted
 /// characters, and a secret split across two calls (redact whole texts, not stream pieces).
@@ -348,7 +348,7 @@ fn match_percent(text: &[u8], raw: &[u8]) -> Option<usize> {
     Some(3 * raw.len())
 }
 
-/// A JSON string escape of `c`: a short one (`\"`, `\n`, ...) or `\uXXXX`, two of them
+/// A JSON string escape of `c`: a short one (`\"`, `\n`, ...) or `\uHHHH`, two of them
 /// (a surrogate pair) outside the Basic Multilingual Plane.
 fn match_json_escape(text: &[u8], c: char) -> Option<usize> {
     let short = match c {
