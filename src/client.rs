@@ -188,9 +188,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Limit between two reads of the body once it flows (default 60 s). Keep-alive
-    /// comments count as reads. There is deliberately no total body timeout, which would
-    /// kill long healthy generations.
+    /// How long one read of the body may wait for the server once the body flows
+    /// (default 60 s). Keep-alive comments count as reads; time the caller spends between
+    /// reads (a slow callback, a blocked pipe) does not. There is deliberately no total body
+    /// timeout, which would kill long healthy generations.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self

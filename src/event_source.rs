@@ -133,9 +133,9 @@ impl EventSourceBuilder {
         self
     }
 
-    /// Limit between two reads once the response has begun (default: the client's
-    /// `idle_timeout`, 60 s). Keep-alive comments count as reads. An idle connection is
-    /// dropped and reconnected.
+    /// How long one read may wait for the server once the response has begun (default:
+    /// the client's `idle_timeout`, 60 s). Keep-alive comments count as reads; time the
+    /// caller spends between reads does not. An idle connection is dropped and reconnected.
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self

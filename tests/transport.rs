@@ -585,6 +585,39 @@ fn cancel_returns_within_100_ms_from_a_connect_in_progress() {
 /// A call that was cancelled, timed out, failed or was stopped early leaves its connection
 /// out of the pool: the next call arrives on a new one. A call that completed leaves it in.
 #[test]
+fn a_slow_consumer_is_not_an_idle_server() {
+    // The reply comes in slices 20 ms apart; the caller spends 3 idle limits on its first
+    // delta (a pipe to a paused pager, a tool run in the callback). The bytes sent meanwhile
+    // wait in the socket: the next read finds them at once, so no idle timeout fires.
+    let server = mock(
+        Script::new()
+            .text(TEXT)
+            .fault(spec("slices=24,delay-ms=20")),
+    );
+    let idle = ms(150);
+    let client = builder(&server.base_url())
+        .idle_timeout(idle)
+        .retry_policy(RetryPolicy {
+            max_retries: 0,
+            ..fast_policy()
+        })
+        .build()
+        .expect("client");
+    let mut slept = false;
+    let response = client
+        .chat_stream(&request(), |event| {
+            if matches!(event, StreamEvent::Content { .. }) && !slept {
+                slept = true;
+                std::thread::sleep(idle * 3);
+            }
+        })
+        .expect("a busy caller is not a silent server");
+    assert!(slept, "no content delta");
+    assert_eq!(response.content(), TEXT);
+    assert!(response.retries.is_empty(), "{:?}", response.retries);
+}
+
+#[test]
 fn only_completed_calls_return_their_connection() {
     type FirstCall = fn(&Client) -> Result<(), String>;
     struct Case {

@@ -43,7 +43,7 @@ resumed where it broke, without generating anything twice. API errors are not re
                             built-in roots; $SSL_CERT_FILE is honoured too)
   --connect-timeout S       connect limit in seconds (default 10)
   --first-byte-timeout S    limit until the first response byte (default 300)
-  --idle-timeout S          limit between reads of the stream (default 60)
+  --idle-timeout S          how long one read of the stream may wait (default 60)
   --deadline S              limit on the whole call, retries included (default none)
   --max-retries N           retries after the first attempt (default 3; 0: none at all)
   --max-wait-for-server S   keep retrying a server that is down or loading (refused, 503)

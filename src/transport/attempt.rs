@@ -13,6 +13,7 @@ use crate::cancel::{CancelHandle, KillSwitch, Registration};
 use crate::kind::FailureKind;
 use std::cell::RefCell;
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,9 @@ pub(crate) enum Phase {
     /// limit from the start of the attempt (llama.cpp may send headers long before the
     /// first token). The next bytes to arrive end this phase.
     FirstBody,
-    /// The body flows: the idle limit runs from the last read.
+    /// The body flows: each read may wait the idle limit. The limit is on the server's
+    /// silence while we wait, so time the caller spends between reads (a slow consumer, a
+    /// blocked pipe) does not count against it.
     Body,
     /// Reading the rest of a response within a total time: the end of a complete stream
     /// (so the connection can be pooled), or an error body that might drip forever.
@@ -53,13 +56,16 @@ pub(crate) struct AttemptIo {
     deadline: Option<(Instant, Duration)>,
     /// When the attempt started.
     started: Instant,
+    /// Body bytes have arrived (the first-body phase is over): lets the per-read
+    /// bookkeeping skip the lock once the body flows.
+    flowing: AtomicBool,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
     phase: Phase,
-    /// Start of the phase (first byte, drain) or the last read (body).
+    /// Start of the tail phase.
     since: Instant,
     /// The socket this attempt is bound to, and whether it had served an attempt before.
     socket: Option<u64>,
@@ -93,6 +99,7 @@ impl AttemptIo {
             limits,
             deadline,
             started: Instant::now(),
+            flowing: AtomicBool::new(false),
             state: Mutex::new(State {
                 phase: Phase::Head,
                 since: Instant::now(),
@@ -121,13 +128,13 @@ impl AttemptIo {
         self.limits
     }
 
-    /// Moves to `phase`. The body and drain phases start their own clock; the first-body
-    /// phase keeps the attempt's.
+    /// Moves to `phase`. The tail phase starts its own clock; the first-body phase keeps
+    /// the attempt's.
     pub(crate) fn set_phase(&self, phase: Phase) {
         let mut state = self.state();
         if state.phase != phase {
             state.phase = phase;
-            if matches!(phase, Phase::Body | Phase::Tail(_)) {
+            if matches!(phase, Phase::Tail(_)) {
                 state.since = Instant::now();
             }
         }
@@ -207,10 +214,10 @@ impl AttemptIo {
     }
 
     /// Records that `n` bytes arrived from the socket. Bytes after the headers end the
-    /// first-byte phase; in the body phase each read restarts the idle clock.
+    /// first-byte phase.
     pub(crate) fn saw_bytes(&self, n: usize) {
         if n > 0 {
-            Self::body_flows(&mut self.state());
+            self.body_flows();
         }
     }
 
@@ -221,15 +228,17 @@ impl AttemptIo {
 
     /// Records that body bytes reached the reader (also those that came with the headers).
     pub(crate) fn saw_body(&self) {
-        Self::body_flows(&mut self.state());
+        self.body_flows();
     }
 
-    fn body_flows(state: &mut State) {
+    fn body_flows(&self) {
+        if self.flowing.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut state = self.state();
         if state.phase == Phase::FirstBody {
             state.phase = Phase::Body;
-        }
-        if state.phase == Phase::Body {
-            state.since = Instant::now();
+            self.flowing.store(true, Ordering::Relaxed);
         }
     }
 
@@ -277,8 +286,13 @@ impl AttemptIo {
             Phase::Tail(limit) => (limit, FailureKind::TimedOut),
         };
         let now = Instant::now();
-        let left = state
-            .since
+        let since = match state.phase {
+            // Silence is timed from the start of this read, not from the last one.
+            Phase::Body => now,
+            Phase::Head | Phase::FirstBody => self.started,
+            Phase::Tail(_) => state.since,
+        };
+        let left = since
             .checked_add(limit)
             .map_or(Duration::MAX, |end| end.saturating_duration_since(now));
         match self.deadline {
@@ -371,6 +385,9 @@ mod tests {
         assert_eq!(io.read_limit().1, FailureKind::FirstByteTimeout);
         io.saw_bytes(1);
         assert_eq!(io.read_limit().1, FailureKind::IdleTimeout);
+        // Each body read may wait the whole idle limit, however long ago the last one was.
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(io.read_limit().0, limits().idle);
         io.set_phase(Phase::Tail(Duration::from_millis(250)));
         assert_eq!(io.read_limit().1, FailureKind::TimedOut);
         // Socket bytes (TLS records included) are not response bytes.

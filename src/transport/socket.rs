@@ -249,8 +249,8 @@ fn ureq_duration(timeout: NextTimeout) -> Option<Duration> {
 
 /// Sets a socket timeout if it changed. A zero timeout is not allowed: the caller handles
 /// "no time left" before doing I/O. Timeouts are rounded up to whole milliseconds: the time
-/// left is a few microseconds less at each read (the idle limit runs from the last read), and
-/// rounded it matches the timeout already set, so a read costs no extra system call.
+/// left under the first-byte limit or a deadline is a few microseconds less at each read,
+/// and rounded it matches the timeout already set, so a read costs no extra system call.
 fn update(
     cache: &mut Option<Duration>,
     want: Option<Duration>,
