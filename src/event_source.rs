@@ -1,32 +1,5 @@
 //! [`EventSource`]: any Server-Sent Events endpoint as a pull-style stream that reconnects
 //! as the WHATWG standard says, on the client's connection pool and failure handling.
-//!
-//! # How a source goes
-//!
-//! The first [`EventSource::next_event`] sends the request (`GET`, or `POST` with a body)
-//! with `Accept: text/event-stream` and `Cache-Control: no-cache`. A `2xx` answer of type
-//! `text/event-stream` is read item by item through the zero-copy [`EventReader`]; a fresh
-//! parser per connection is seeded with the last event ID, which (as the standard says)
-//! belongs to the source and outlives each connection.
-//!
-//! When the connection fails transiently (cut, reset, idle timeout, refused, a 408, 429,
-//! 502, 503 or 504) — or the body simply ends, which for an event stream is a reason to
-//! reconnect — the source hands out a [`SourceEvent::Reconnect`], then waits the
-//! reconnection time and asks again with `Last-Event-ID` set to the last event ID (if it is
-//! not empty). The reconnection time is the stream's last `retry:` value, else the retry
-//! policy's backoff; see [`Reconnect`]. A `204 No Content` ends the source for good; any
-//! other status, a wrong content type, or a limit crossed fails it without reconnecting.
-//!
-//! The retry budget ([`RetryPolicy::max_retries`], `max_elapsed`) counts reconnects in a
-//! row: a connection that delivers anything (an event, a comment, a `retry` field) renews
-//! it, so a feed that runs for days survives any number of separate outages.
-//!
-//! Nothing is lost or doubled across a reconnect when the server honours `Last-Event-ID`
-//! by sending exactly the events after that id: the ID advances only when an event is
-//! dispatched whole, so an event cut in half is asked for again. Events without an `id`
-//! field after the last one that had it carry that older ID, so a server resuming from it
-//! sends them again; and a server that ignores the header starts over. Both are the
-//! server's business.
 
 use crate::attempts::{Attempts, DelaySource, Wait};
 use crate::cancel::CancelHandle;
@@ -360,8 +333,34 @@ pub struct Reconnect {
 }
 
 /// Any Server-Sent Events endpoint, pulled item by item, reconnecting as the WHATWG
-/// standard says. Get one from [`Client::events`] or [`EventSource::builder`]; see the
-/// [module docs](self) for what happens on the wire.
+/// standard says. Get one from [`Client::events`] or [`EventSource::builder`].
+///
+/// # On the wire
+///
+/// The first [`EventSource::next_event`] sends the request (`GET`, or `POST` with a body)
+/// with `Accept: text/event-stream` and `Cache-Control: no-cache`. A `2xx` answer of type
+/// `text/event-stream` is read item by item through the zero-copy [`EventReader`]; a fresh
+/// parser per connection is seeded with the last event ID, which (as the standard says)
+/// belongs to the source and outlives each connection.
+///
+/// When the connection fails transiently (cut, reset, idle timeout, refused, a 408, 429,
+/// 502, 503 or 504) — or the body simply ends, which for an event stream is a reason to
+/// reconnect — the source hands out a [`SourceEvent::Reconnect`], then waits the
+/// reconnection time and asks again with `Last-Event-ID` set to the last event ID (if it is
+/// not empty). The reconnection time is the stream's last `retry:` value, else the retry
+/// policy's backoff; see [`Reconnect`]. A `204 No Content` ends the source for good; any
+/// other status, a wrong content type, or a limit crossed fails it without reconnecting.
+///
+/// The retry budget ([`RetryPolicy::max_retries`], `max_elapsed`) counts reconnects in a
+/// row: a connection that delivers anything (an event, a comment, a `retry` field) renews
+/// it, so a feed that runs for days survives any number of separate outages.
+///
+/// Nothing is lost or doubled across a reconnect when the server honours `Last-Event-ID`
+/// by sending exactly the events after that id: the ID advances only when an event is
+/// dispatched whole, so an event cut in half is asked for again. Events without an `id`
+/// field after the last one that had it carry that older ID, so a server resuming from it
+/// sends them again; and a server that ignores the header starts over. Both are the
+/// server's business.
 ///
 /// [`next_event`](Self::next_event) hands out borrowed items; as an [`Iterator`] the source
 /// yields owned ones (`Result<OwnedSourceEvent, Error>`) for plain `for` loops. Dropping the

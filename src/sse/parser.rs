@@ -159,7 +159,8 @@ enum Bom {
 /// (`data:` and the byte after it, which may be the space to drop).
 const DATA_PREFIX_KNOWN: usize = 6;
 
-/// The push parser. See the [module docs](self) for the design.
+/// The push parser. Its design (what is copied, when text is decoded, how the limits are
+/// kept) is described at the top of `src/sse/parser.rs`.
 pub struct Parser {
     limits: Limits,
     line_ends: LineEnds,
