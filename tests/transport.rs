@@ -788,11 +788,11 @@ fn only_completed_calls_return_their_connection() {
 }
 
 /// After a complete stream the client reads on to the chunked terminator so the connection
-/// can be pooled — but waits at most 250 ms for it; a tail that takes longer costs the
+/// can be pooled — but waits at most 50 ms for it; a tail that takes longer costs the
 /// connection, not the caller's time.
 #[test]
-fn a_complete_stream_is_drained_for_the_pool_within_250_ms() {
-    for (tail_delay, reused) in [(ms(30), true), (ms(1500), false)] {
+fn a_complete_stream_is_drained_for_the_pool_within_50_ms() {
+    for (tail_delay, reused) in [(ms(5), true), (ms(1500), false)] {
         let server = serve_keep_alive(move |_, _, stream, _| {
             send(stream, SSE_CHUNKED_HEAD.as_bytes());
             send(stream, &chunk(content("drained").as_bytes()));
