@@ -369,6 +369,7 @@ pub struct Reconnect {
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "mock")] {
 /// use oai_sse::mock::{MockServer, Script};
 /// use oai_sse::{EventSource, SourceEvent};
 ///
@@ -386,6 +387,7 @@ pub struct Reconnect {
 ///     }
 /// }
 /// assert_eq!(ids, ["1", "2", "3"]);
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EventSource {

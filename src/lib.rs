@@ -25,6 +25,7 @@
 //! # Example
 //!
 //! ```
+//! # #[cfg(feature = "mock")] {
 //! use oai_sse::mock::{FaultRule, MockServer, Script};
 //! use oai_sse::{ChatRequest, Client, Message, StreamEvent};
 //!
@@ -43,6 +44,7 @@
 //! assert_eq!(response.content(), "Hello, world");
 //! assert_eq!(shown, "Hello, world");
 //! assert_eq!(response.retries.len(), 1);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -83,7 +85,8 @@ pub use retry::RetryPolicy;
 pub use sse::Limits as SseLimits;
 pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
 
-/// The README's examples, compiled and run as doc tests so they stay true.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests so they stay true (they use the
+/// mock server).
+#[cfg(all(doctest, feature = "mock"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -71,6 +71,7 @@ const CONVERSATION_ID: &str = "x-conversation-id";
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "mock")] {
 /// use oai_sse::mock::{MockServer, Script};
 /// use oai_sse::{ChatRequest, Client, Message, StreamEvent};
 ///
@@ -87,6 +88,7 @@ const CONVERSATION_ID: &str = "x-conversation-id";
 /// }
 /// let response = stream.finish()?;
 /// assert_eq!(response.content(), shown);
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct ChatStream {
