@@ -406,17 +406,9 @@ fn several_choices_print_as_labelled_blocks() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_closed_stdout_stops_the_call_quietly() {
-    // A long reply, read by a consumer that leaves after a few bytes (like `| head -c 10`).
-    let server = MockServer::start(
-        Script::new()
-            .text("word")
-            .repeat(20_000)
-            .fault(fault("slices=64,delay-ms=1")),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
+/// `oai-sse chat hi` against `server`, running, its stdout and stderr piped.
+fn spawn_chat(server: &MockServer) -> std::process::Child {
+    Command::new(BIN)
         .args([
             "chat",
             "--base-url",
@@ -430,7 +422,20 @@ fn a_closed_stdout_stops_the_call_quietly() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn");
+        .expect("spawn")
+}
+
+#[test]
+fn a_closed_stdout_stops_the_call_quietly() {
+    // A long reply, read by a consumer that leaves after a few bytes (like `| head -c 10`).
+    let server = MockServer::start(
+        Script::new()
+            .text("word")
+            .repeat(20_000)
+            .fault(fault("slices=64,delay-ms=1")),
+    )
+    .unwrap();
+    let mut child = spawn_chat(&server);
     let mut out = child.stdout.take().expect("stdout");
     let mut first = [0u8; 10];
     std::io::Read::read_exact(&mut out, &mut first).expect("some output");
@@ -450,21 +455,7 @@ fn ctrl_c_ends_the_line_and_exits_130() {
             .fault(fault("stall-after=300,secs=30")),
     )
     .unwrap();
-    let child = Command::new(BIN)
-        .args([
-            "chat",
-            "--base-url",
-            &server.base_url(),
-            "--model",
-            "m",
-            "hi",
-        ])
-        .env_remove("OPENAI_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = spawn_chat(&server);
     // Wait until the call is in flight, then interrupt it like a terminal would.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while server.chat_request_count() == 0 && std::time::Instant::now() < deadline {

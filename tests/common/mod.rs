@@ -68,12 +68,7 @@ where
                         let requests = Arc::clone(&requests);
                         workers.push(std::thread::spawn(move || {
                             stream.set_nonblocking(false).expect("blocking");
-                            stream
-                                .set_read_timeout(Some(Duration::from_secs(10)))
-                                .expect("timeout");
-                            stream
-                                .set_write_timeout(Some(Duration::from_secs(10)))
-                                .expect("timeout");
+                            bound_io(&stream);
                             let Some(request) = read_request(&mut stream) else {
                                 return;
                             };
@@ -296,12 +291,7 @@ where
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
                     return;
                 }
-                stream
-                    .set_read_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
-                stream
-                    .set_write_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
+                bound_io(&stream);
                 let Some(request) = read_request(&mut stream) else {
                     continue;
                 };
@@ -409,12 +399,7 @@ where
                 let handle = Arc::clone(&handle);
                 std::thread::spawn(move || {
                     let _ = stream.set_nodelay(true);
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(10)))
-                        .expect("timeout");
-                    stream
-                        .set_write_timeout(Some(Duration::from_secs(10)))
-                        .expect("timeout");
+                    bound_io(&stream);
                     for n in 0..SEQ_MAX_CONNECTIONS {
                         let Some(request) = read_request(&mut stream) else {
                             return;
@@ -442,4 +427,12 @@ pub fn without_retries(response: &oai_sse::ChatResponse) -> oai_sse::ChatRespons
     response.retries.clear();
     response.timings.attempts.clear();
     response
+}
+
+/// Ten-second read and write timeouts on a test server's connection, so a test that goes
+/// wrong fails instead of hanging.
+fn bound_io(stream: &std::net::TcpStream) {
+    let limit = Some(Duration::from_secs(10));
+    stream.set_read_timeout(limit).expect("read timeout");
+    stream.set_write_timeout(limit).expect("write timeout");
 }
