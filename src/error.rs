@@ -327,18 +327,15 @@ impl FailureKind {
     /// Whether a transport failure of this kind is worth retrying (DNS failures are not by
     /// default: usually a typo).
     pub(crate) fn is_transient_transport(self) -> bool {
-        matches!(
-            self,
-            Self::UnexpectedEof
-                | Self::ConnectionReset
-                | Self::ConnectionAborted
-                | Self::BrokenPipe
-                | Self::ConnectionRefused
-                | Self::ConnectTimeout
-                | Self::FirstByteTimeout
-                | Self::IdleTimeout
-                | Self::TimedOut
-        )
+        self.is_broken_connection()
+            || matches!(
+                self,
+                Self::ConnectionRefused
+                    | Self::ConnectTimeout
+                    | Self::FirstByteTimeout
+                    | Self::IdleTimeout
+                    | Self::TimedOut
+            )
     }
 
     /// The kind an I/O error stands for. `WouldBlock` is what a socket read timeout raises on
