@@ -51,39 +51,36 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod attempts;
+mod call;
 mod cancel;
 mod chat;
 mod client;
 mod error;
-mod event_source;
-mod kind;
+mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod redact;
 pub mod retry;
 pub mod sse;
-mod stream;
-mod transport;
+mod wire;
 
-pub use attempts::{DelaySource, RetryHook, RetryNotice};
+pub use call::{
+    ChatStream, DelaySource, EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent,
+    Reconnect, RetryHook, RetryNotice, SourceEvent,
+};
 pub use cancel::CancelHandle;
 pub use chat::{
-    Accumulator, ApiError, AttemptTimings, ChatError, ChatLimits, ChatRequest, ChatResponse,
-    Choice, ChoiceDelta, ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall,
-    FunctionDef, FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role,
-    ServerTimings, Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolCallDeltaRef,
-    ToolChoice, Usage, response_from_completion_json,
+    Accumulator, AttemptTimings, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
+    ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef,
+    FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role, ServerTimings,
+    Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolCallDeltaRef, ToolChoice, Usage,
+    response_from_completion_json,
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
-pub use event_source::{
-    EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent, Reconnect, SourceEvent,
-};
-pub use kind::{FailureKind, RetryAction, RetryRecord};
-pub use retry::RetryPolicy;
+pub use retry::{FailureKind, RetryAction, RetryPolicy, RetryRecord};
 pub use sse::Limits as SseLimits;
-pub use stream::{ChatStream, FIRST_RESUME_WAIT, RELEASE_LIMIT};
+pub use wire::{ApiError, StreamError};
 
 /// The README's examples, compiled and run as doc tests so they stay true (they use the
 /// mock server).

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use oai_sse::{
-    CallOptions, CancelHandle, ChatError, ChatRequest, Client, Error, FailureKind, Message,
+    CallOptions, CancelHandle, StreamError, ChatRequest, Client, Error, FailureKind, Message,
     ProxyConfig, StreamEvent,
 };
 use std::time::{Duration, Instant};
@@ -304,7 +304,7 @@ fn error_object_mid_stream_is_an_api_error() {
     let err = client(&server.base_url())
         .chat(&request())
         .expect_err("error");
-    let Error::Stream(ChatError::Api(api)) = &err else {
+    let Error::Stream(StreamError::Api(api)) = &err else {
         panic!("{err:?}")
     };
     assert_eq!(api.message, "model crashed");

@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use oai_sse::retry::{RetryAction, RetryPolicy, RetryRecord, Rng};
 use oai_sse::{
-    CallOptions, CancelHandle, ChatError, ChatRequest, ChatResponse, Client, Error, FailureKind,
+    CallOptions, CancelHandle, StreamError, ChatRequest, ChatResponse, Client, Error, FailureKind,
     Message, OwnedStreamEvent, ProxyConfig, RetryHook, RetryNotice,
 };
 use std::sync::mpsc;
@@ -64,11 +64,26 @@ fn call(
 }
 
 fn record(attempt: u32, reason: FailureKind, delay_ms: u64) -> RetryRecord {
-    RetryRecord {
+    RetryRecord::new(attempt, reason, delay_ms, RetryAction::Restarted)
+}
+
+/// The records without where each attempt broke (the tables name the attempts, reasons,
+/// waits and actions).
+fn records(history: &[RetryRecord]) -> Vec<RetryRecord> {
+    history
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.at_byte = 0;
+            r
+        })
+        .collect()
+}
+
+fn continued(attempt: u32) -> OwnedStreamEvent {
+    OwnedStreamEvent::Continued {
         attempt,
-        reason,
-        delay_ms,
-        action: RetryAction::Restarted,
+        regenerated: true,
     }
 }
 
@@ -353,8 +368,9 @@ fn sweep(r: &Reference, cuts: &[Cut]) -> Vec<Option<FailureKind>> {
 }
 
 /// Checks one run against the clean one: the same response and, when it took two attempts,
-/// the events of the cut attempt a prefix of the clean events, then a `Restart` (only if
-/// something was delivered), then exactly the clean events.
+/// exactly the clean events — one continuous stream, nothing taken back: the restarted
+/// answer's repeat of what was shown is swallowed (a `Continued` notice says where the
+/// answer went on), and no `Restart` is ever handed out for an answer that repeats.
 fn check_run(
     r: &Reference,
     cut: Cut,
@@ -373,21 +389,27 @@ fn check_run(
     assert_eq!(response.retries.len(), 1, "{cut:?}");
     let retry = response.retries[0].clone();
     assert_eq!((retry.attempt, retry.delay_ms), (1, 0), "{cut:?}");
-    let restarts: Vec<usize> = (0..events.len())
-        .filter(|&i| matches!(events[i], OwnedStreamEvent::Restart { .. }))
+    let continued: Vec<usize> = (0..events.len())
+        .filter(|&i| matches!(events[i], OwnedStreamEvent::Continued { .. }))
         .collect();
-    let after = match restarts.as_slice() {
-        [] => events,
-        [at] => {
-            let before = &events[..*at];
-            assert!(!before.is_empty(), "{cut:?}: restart without output");
-            assert!(r.events.starts_with(before), "{cut:?}: {before:?}");
-            assert_eq!(events[*at], restart(2, retry.reason), "{cut:?}");
-            &events[at + 1..]
-        }
-        more => panic!("{cut:?}: restarts at {more:?}"),
-    };
-    assert_eq!(after, r.events.as_slice(), "{cut:?}");
+    assert!(continued.len() <= 1, "{cut:?}: {events:?}");
+    if let [at] = continued.as_slice() {
+        assert!(*at > 0, "{cut:?}: continued without output");
+        assert_eq!(
+            events[*at],
+            OwnedStreamEvent::Continued {
+                attempt: 2,
+                regenerated: true
+            },
+            "{cut:?}"
+        );
+    }
+    let deltas: Vec<OwnedStreamEvent> = events
+        .iter()
+        .filter(|e| !matches!(e, OwnedStreamEvent::Continued { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(deltas, r.events, "{cut:?}");
     Some(retry.reason)
 }
 
@@ -424,11 +446,17 @@ fn cleanly_framed_truncation_at_every_body_offset_recovers() {
     let r = reference(Framing::ContentLength);
     let cuts: Vec<Cut> = (0..r.body.len()).map(Cut::Framed).collect();
     let outcomes = sweep(&r, &cuts);
+    // The first event is dispatched by the blank line after it.
+    let first_event = r.body.find("\n\n").map_or(0, |i| i + 2);
     for (cut, outcome) in cuts.iter().zip(outcomes) {
         let Cut::Framed(n) = *cut else { unreachable!() };
         // The HTTP response is whole, the SSE stream is not: no finish reason yet, or no
-        // usage although it was requested.
-        let want = (n < r.body_complete_at).then_some(FailureKind::IncompleteStream);
+        // usage although it was requested; before the first event, no event at all.
+        let want = (n < r.body_complete_at).then_some(if n < first_event {
+            FailureKind::EmptyStream
+        } else {
+            FailureKind::IncompleteStream
+        });
         assert_eq!(outcome, want, "{cut:?}");
     }
 }
@@ -506,7 +534,7 @@ fn assert_recovered(
     context: &str,
 ) -> ChatResponse {
     let response = result.unwrap_or_else(|e| panic!("{context}: {e:?}"));
-    assert_eq!(response.retries, retries, "{context}");
+    assert_eq!(records(&response.retries), retries, "{context}");
     response
 }
 
@@ -565,11 +593,11 @@ fn stalls_are_retried_with_the_timeout_as_reason() {
         assert_eq!(response.content(), "Hello world", "{name}");
         assert!(took >= limit, "{name}: {took:?}");
         assert!(took < Duration::from_secs(5), "{name}: {took:?}");
-        let mut want = Vec::new();
+        // The restarted answer repeats the delivered delta: swallowed, one continuous stream.
+        let mut want = answer_events();
         if delivered {
-            want.extend([content_event("Hel"), restart(2, kind)]);
+            want.insert(1, continued(2));
         }
-        want.extend(answer_events());
         assert_eq!(events, want, "{name}");
         assert_eq!(server.join().len(), 2, "{name}");
     }
@@ -595,13 +623,14 @@ fn closed_right_after_reading_the_request_is_retried() {
     assert_eq!(server.join().len(), 2);
 }
 
-/// Options whose `on_retry` hook reports each retry on a channel. The hook runs on the
-/// calling thread right before the backoff sleep, so a test can act during the backoff
-/// without guessing with a sleep.
+/// Options whose `on_retry` hook reports each retry (or wait for the server) on a channel.
+/// The hook runs on the calling thread right before the backoff sleep, so a test can act
+/// during the backoff without guessing with a sleep.
 fn signalling_retries() -> (CallOptions, mpsc::Receiver<u32>) {
     let (tx, rx) = mpsc::channel();
     let hook: RetryHook = Arc::new(move |notice: &RetryNotice<'_>| {
-        let _ = tx.send(notice.retry);
+        // A wait for a server that is down counts no retry: the first one is retry 0.
+        let _ = tx.send(notice.retry + u32::from(notice.waiting.is_some()));
     });
     let options = CallOptions {
         on_retry: Some(hook),
@@ -947,7 +976,7 @@ fn stream_errors_that_are_not_retried() {
     .concat();
     let api_error = [
         content("par"),
-        "data: {\"error\":{\"message\":\"model crashed\",\"type\":\"server_error\",\"code\":\"oom\"}}\n\n".into(),
+        "data: {\"error\":{\"message\":\"model crashed\",\"type\":\"model_error\",\"code\":\"oom\"}}\n\n".into(),
     ]
     .concat();
     let error_event = "event: error\ndata: {\"message\":\"model crashed\"}\n\n".to_string();
@@ -973,7 +1002,7 @@ fn stream_errors_that_are_not_retried() {
             FailureKind::ToolCallArgumentsCutByLength => assert!(
                 matches!(
                     &err,
-                    Error::Stream(ChatError::ToolCallArgumentsCutByLength { choice: 0, index: 0, name })
+                    Error::Stream(StreamError::ToolCallArgumentsCutByLength { choice: 0, index: 0, name })
                         if name == "get_weather"
                 ),
                 "{err:?}"
@@ -1033,7 +1062,7 @@ fn every_attempt_fails_retries_exhausted() {
     assert_eq!(exhausted.attempts, 4);
     let eof = FailureKind::UnexpectedEof;
     assert_eq!(
-        exhausted.history,
+        records(&exhausted.history),
         [
             record(1, eof, delays[0]),
             record(2, eof, delays[1]),
@@ -1045,17 +1074,14 @@ fn every_attempt_fails_retries_exhausted() {
         "{:?}",
         exhausted.last
     );
-    let hel = content_event("Hel");
+    // Every restart repeats the delta shown, and breaks where the first attempt broke.
     assert_eq!(
         events,
         [
-            hel.clone(),
-            restart(2, eof),
-            hel.clone(),
-            restart(3, eof),
-            hel.clone(),
-            restart(4, eof),
-            hel,
+            content_event("Hel"),
+            continued(2),
+            continued(3),
+            continued(4),
         ]
     );
     assert_eq!(server.join().len(), 4);
@@ -1210,18 +1236,31 @@ fn restart_events_and_retry_after_output() {
         events: Vec<OwnedStreamEvent>,
     }
     let eof = FailureKind::UnexpectedEof;
-    let partial_then_answer = [
-        vec![content_event("Hel"), content_event("lo"), restart(2, eof)],
-        answer_events(),
-    ]
-    .concat();
+    // The restarted answer repeats the two deltas shown: they are swallowed, the caller
+    // sees one continuous answer.
+    let repeated = vec![
+        content_event("Hel"),
+        content_event("lo"),
+        continued(2),
+        content_event(" world"),
+        finish_event("stop"),
+    ];
+    // The restarted answer says something else: a `Restart`, then all of it.
+    let differs = [vec![content_event("Hal"), restart(2, eof)], answer_events()].concat();
     let table = [
         Case {
             name: "cut after two deltas",
             first: chunked_prefix(&[&hel, &lo]),
             retry_after_output: true,
             want: Ok(eof),
-            events: partial_then_answer,
+            events: repeated,
+        },
+        Case {
+            name: "cut after a delta the new answer does not repeat",
+            first: chunked_prefix(&[&content("Hal")]),
+            retry_after_output: true,
+            want: Ok(eof),
+            events: differs,
         },
         Case {
             name: "cut after the head",

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 use std::borrow::Cow;
 
-use super::api_error::ApiError;
-use super::lenient::{null_default, opt_cow};
+use crate::wire::ApiError;
+use crate::wire::lenient::{null_default, opt_cow};
 use super::response::{ServerTimings, Usage};
 
 /// One `chat.completion.chunk`, borrowing its strings from the SSE data where they contain no

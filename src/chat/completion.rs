@@ -6,9 +6,10 @@
 use serde::Deserialize;
 use std::io::{self, BufReader, Read};
 
-use super::accumulate::{ChatError, check_tool_arguments};
-use super::api_error::ApiError;
-use super::lenient::null_default;
+use super::accumulate::check_tool_arguments;
+use crate::wire::StreamError;
+use crate::wire::ApiError;
+use crate::wire::lenient::null_default;
 use super::message::{Content, Message};
 use super::response::{ChatResponse, Choice, Timings, Usage};
 use super::think::{Piece, ThinkSplitter};
@@ -36,9 +37,9 @@ struct Completion {
 }
 
 impl Completion {
-    fn into_response(self, split_think: bool) -> Result<ChatResponse, ChatError> {
+    fn into_response(self, split_think: bool) -> Result<ChatResponse, StreamError> {
         if let Some(err) = self.error {
-            return Err(ChatError::Api(Box::new(err)));
+            return Err(StreamError::Api(Box::new(err)));
         }
         let mut response = ChatResponse {
             id: self.id,
@@ -89,16 +90,16 @@ fn split_reasoning(message: &mut Message) {
 
 /// Read a whole `chat.completion` body. Applies the same tool-argument check as
 /// [`Accumulator::finish`](super::Accumulator::finish); an `{"error":..}` body is
-/// [`ChatError::Api`].
+/// [`StreamError::Api`].
 ///
 /// # Errors
 ///
-/// [`ChatError::Api`] for an error body, [`ChatError::MalformedChunk`] for one that is not a
+/// [`StreamError::Api`] for an error body, [`StreamError::MalformedChunk`] for one that is not a
 /// completion, and the tool-argument errors.
-pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, ChatError> {
-    let snippet = || String::from_utf8_lossy(&body[..body.len().min(4 * ChatError::SNIPPET_CHARS)]);
+pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, StreamError> {
+    let snippet = || String::from_utf8_lossy(&body[..body.len().min(4 * StreamError::SNIPPET_CHARS)]);
     let completion: Completion =
-        serde_json::from_slice(body).map_err(|e| ChatError::malformed(e, &snippet()))?;
+        serde_json::from_slice(body).map_err(|e| StreamError::malformed(e, &snippet()))?;
     completion.into_response(false)
 }
 
@@ -108,11 +109,11 @@ pub(crate) enum ReadCompletionError {
     /// Reading the body failed.
     Io(io::Error),
     /// The body is not a usable completion (or it is an error body, or too large).
-    Chat(ChatError),
+    Chat(StreamError),
 }
 
 /// Reads a `chat.completion` body from `body` as it arrives, at most `max_body` bytes of it
-/// (a longer body is [`ChatError::ResponseTooLarge`] with `max_response`): memory holds the
+/// (a longer body is [`StreamError::ResponseTooLarge`] with `max_response`): memory holds the
 /// response, not the body. `split_think` moves a leading `<think>` block to the reasoning.
 pub(crate) fn read_completion(
     body: impl Read,
@@ -129,11 +130,11 @@ pub(crate) fn read_completion(
             .map_err(ReadCompletionError::Chat),
         Err(err) if err.is_io() => Err(ReadCompletionError::Io(err.into())),
         Err(_) if reader.get_ref().limit() == 0 => {
-            Err(ReadCompletionError::Chat(ChatError::ResponseTooLarge {
+            Err(ReadCompletionError::Chat(StreamError::ResponseTooLarge {
                 limit: max_response,
             }))
         }
-        Err(err) => Err(ReadCompletionError::Chat(ChatError::malformed(
+        Err(err) => Err(ReadCompletionError::Chat(StreamError::malformed(
             err,
             "(a chat.completion body)",
         ))),

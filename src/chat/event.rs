@@ -2,7 +2,7 @@
 //! owns it (for channels and iterators).
 
 use super::response::Usage;
-use crate::kind::FailureKind;
+use crate::retry::FailureKind;
 
 /// One piece of a streamed response, borrowing its text from the chunk being decoded.
 ///
@@ -61,8 +61,11 @@ pub enum StreamEvent<'a> {
     },
     /// Token counts arrived.
     Usage(&'a Usage),
-    /// The call is being retried from scratch: discard everything shown so far. Emitted by the
-    /// retry layer, never by the [`Accumulator`](crate::Accumulator).
+    /// The answer starts over and differs from what was shown: discard everything shown so
+    /// far; the answer follows again from its start. Only a restarted answer that says
+    /// something else than the one shown causes this (one that repeats it is
+    /// [`Continued`](Self::Continued)). Emitted by the retry layer, never by the
+    /// [`Accumulator`](crate::Accumulator).
     Restart {
         /// The attempt about to start (2 for the first retry).
         attempt: u32,
@@ -77,6 +80,16 @@ pub enum StreamEvent<'a> {
         attempt: u32,
         /// Bytes of the event stream already read before the break.
         offset: u64,
+    },
+    /// The stream broke and the answer goes on from what was shown: keep everything; the
+    /// next deltas continue it, nothing is repeated. Either the server continued the
+    /// delivered text (`regenerated: false`), or a restarted answer repeated all of it and
+    /// the repeat was swallowed (`regenerated: true`). Emitted by the retry layer.
+    Continued {
+        /// The attempt that continued (2 for the first retry).
+        attempt: u32,
+        /// The server generated the shown part again (a restart).
+        regenerated: bool,
     },
 }
 
@@ -148,6 +161,13 @@ pub enum OwnedStreamEvent {
         /// Bytes of the event stream already read before the break.
         offset: u64,
     },
+    /// See [`StreamEvent::Continued`].
+    Continued {
+        /// The attempt that continued.
+        attempt: u32,
+        /// The server generated the shown part again.
+        regenerated: bool,
+    },
 }
 
 impl StreamEvent<'_> {
@@ -190,6 +210,13 @@ impl StreamEvent<'_> {
             Self::Usage(u) => OwnedStreamEvent::Usage(u.clone()),
             Self::Restart { attempt, reason } => OwnedStreamEvent::Restart { attempt, reason },
             Self::Resumed { attempt, offset } => OwnedStreamEvent::Resumed { attempt, offset },
+            Self::Continued {
+                attempt,
+                regenerated,
+            } => OwnedStreamEvent::Continued {
+                attempt,
+                regenerated,
+            },
         }
     }
 
@@ -214,7 +241,10 @@ impl StreamEvent<'_> {
             | Self::Refusal { choice, .. }
             | Self::ToolCall { choice, .. }
             | Self::Finish { choice, .. } => Some(choice),
-            Self::Usage(_) | Self::Restart { .. } | Self::Resumed { .. } => None,
+            Self::Usage(_)
+            | Self::Restart { .. }
+            | Self::Resumed { .. }
+            | Self::Continued { .. } => None,
         }
     }
 }

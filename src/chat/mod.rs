@@ -2,20 +2,16 @@
 //! [`Accumulator`] that turns dispatched SSE events into those events and a [`ChatResponse`].
 
 mod accumulate;
-mod api_error;
-mod capped;
 mod chunk;
 mod completion;
 mod event;
-mod lenient;
 mod message;
 mod request;
 mod response;
-mod tail;
 mod think;
 
-pub use accumulate::{Accumulator, ChatError, ChatLimits, Completion};
-pub use api_error::ApiError;
+pub use accumulate::{Accumulator, ChatLimits, Completion};
+pub(crate) use accumulate::{Against, Shown};
 pub use chunk::{ChoiceDelta, ChunkRef, DeltaRef, FunctionDeltaRef, ToolCallDeltaRef};
 pub use completion::response_from_completion_json;
 pub(crate) use completion::{ReadCompletionError, read_completion};
@@ -25,4 +21,3 @@ pub use message::{
 };
 pub use request::{ChatRequest, ResponseFormat, Stop, StreamOptions, ToolChoice};
 pub use response::{AttemptTimings, ChatResponse, Choice, ServerTimings, Timings, Usage};
-pub(crate) use tail::StreamTail;

@@ -1,62 +1,19 @@
-//! Retry decisions as pure functions: which failures are transient ([`classify`]), how long
-//! to wait ([`RetryPolicy::backoff`], the server's `Retry-After` headers in
-//! [`retry_after`]), and a tiny seedable PRNG for jitter. Nothing here sleeps or reads a
-//! clock; the client injects both.
+//! Retry decisions as pure functions: which failures are transient ([`classify`], the one
+//! table), how long to wait ([`RetryPolicy::backoff`], the server's `Retry-After` headers in
+//! [`retry_after`]), and a tiny seedable PRNG for jitter; and the shared vocabulary of
+//! failures ([`FailureKind`]) and retries ([`RetryRecord`]). Nothing here sleeps or reads a
+//! clock (the caller injects both), and nothing here imports the rest of the crate: a
+//! failure reaches the table as a [`Failure`], a view of facts.
 
+mod classify;
+mod kind;
 pub mod retry_after;
 
-pub use crate::kind::{RetryAction, RetryRecord};
+pub use classify::{ApiFacts, Failure, HttpFacts, Verdict, api_error_is_transient, classify};
+pub use kind::{FailureKind, RetryAction, RetryRecord};
 pub use retry_after::{parse_http_date, server_delay, should_retry_header};
 
-use crate::chat::ChatError;
-use crate::error::Error;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Whether a failure is worth another attempt, judged from the error alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Transient; the server may have said how long to wait.
-    Transient {
-        /// The server's `retry-after-ms` / `Retry-After`, when given and within bounds.
-        server_delay: Option<Duration>,
-    },
-    /// Retrying would fail the same way (or must not happen, like after a cancel).
-    Permanent,
-    /// Transient, but the server asked for a wait longer than the policy allows: the error
-    /// goes back to the caller, who can read the delay from it.
-    WaitTooLong(Duration),
-}
-
-/// Classifies a failure (see the README's error table).
-pub fn classify(err: &Error, policy: &RetryPolicy, now: SystemTime) -> Verdict {
-    const TRANSIENT: Verdict = Verdict::Transient { server_delay: None };
-    match err {
-        Error::Transport(t) if t.kind().is_transient_transport() => TRANSIENT,
-        Error::Transport(t) if t.kind() == crate::FailureKind::Dns && policy.retry_dns => TRANSIENT,
-        Error::Stream(
-            ChatError::IncompleteStream { .. } | ChatError::TruncatedToolCallArguments { .. },
-        ) => TRANSIENT,
-        Error::Http(http) => {
-            let retryable = match should_retry_header(http.should_retry.as_deref()) {
-                Some(verdict) => verdict,
-                None => {
-                    let no_quota = http.status == 429
-                        && http.error.code.as_deref() == Some("insufficient_quota");
-                    !no_quota && policy.retry_statuses.contains(&http.status)
-                }
-            };
-            match (retryable, http.server_delay(now)) {
-                (false, _) => Verdict::Permanent,
-                (true, Some(delay)) if delay > policy.max_retry_after => {
-                    Verdict::WaitTooLong(delay)
-                }
-                (true, server_delay) => Verdict::Transient { server_delay },
-            }
-        }
-        Error::AfterRetries(after) => classify(&after.last, policy, now),
-        _ => Verdict::Permanent,
-    }
-}
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,23 +47,23 @@ pub struct Situation {
 /// Whether a failure means the server is down or still loading its model: nothing listens
 /// (a restart), or `503` (llama.cpp answers `503 Loading model` without `Retry-After`).
 /// These are waited out within [`RetryPolicy::max_wait_for_server`] instead of counted.
-pub fn server_down(err: &Error) -> bool {
-    match err.last() {
-        Error::Transport(t) => t.kind() == crate::FailureKind::ConnectionRefused,
-        Error::Http(http) => http.status == 503,
+pub fn server_down(failure: &Failure<'_>) -> bool {
+    match failure.kind {
+        FailureKind::ConnectionRefused => true,
+        FailureKind::HttpStatus => failure.http.is_some_and(|http| http.status == 503),
         _ => false,
     }
 }
 
 /// Decides after a failed attempt.
 pub fn decide(
-    err: &Error,
+    failure: &Failure<'_>,
     policy: &RetryPolicy,
     situation: &Situation,
     now: SystemTime,
     rng: &mut Rng,
 ) -> Decision {
-    let server_delay = match classify(err, policy, now) {
+    let server_delay = match classify(failure, policy, now) {
         Verdict::Transient { server_delay } => server_delay,
         Verdict::Permanent | Verdict::WaitTooLong(_) => return Decision::GiveUp,
     };
@@ -122,7 +79,7 @@ pub fn decide(
         .saturating_add(situation.down_retries)
         .saturating_add(1);
     let delay = server_delay.unwrap_or_else(|| policy.backoff(step, rng));
-    let waiting_for_server = server_down(err)
+    let waiting_for_server = server_down(failure)
         .then_some(policy.max_wait_for_server)
         .flatten();
     match waiting_for_server {
@@ -180,11 +137,21 @@ pub struct RetryPolicy {
     /// How long to keep waiting for a server that is down or loading its model (connection
     /// refused, `503`), with the capped backoff, before giving up (default 2 minutes). These
     /// waits do not count against `max_retries`. `None` counts them like other failures.
+    /// A refused connection is waited for only once something answered at that address
+    /// (a server that went away), unless [`wait_for_unseen_server`](Self::wait_for_unseen_server).
     pub max_wait_for_server: Option<Duration>,
-    /// Continue a broken stream where it broke instead of starting it over, when the server
-    /// supports it (llama.cpp's stream replay; default true). See the README's "Resume,
-    /// don't restart".
+    /// Also wait (within `max_wait_for_server`) for a server that has never answered this
+    /// client: one being started at the same time (default false: a refused connection to
+    /// an address where nothing ever answered counts as an ordinary retry, so a mistyped
+    /// port fails after `max_retries`, in seconds).
+    pub wait_for_unseen_server: bool,
+    /// Pick a broken stream up where it broke instead of starting it over, when the server
+    /// replays it (llama.cpp's stream replay, verified byte for byte; default true).
     pub resume: bool,
+    /// Continue a broken answer by sending the delivered text as a final assistant message,
+    /// on servers known to continue one (llama.cpp, detected from its `Server` header; others
+    /// with `ClientBuilder::server_continues`): only the rest is generated (default true).
+    pub continuation: bool,
 }
 
 impl Default for RetryPolicy {
@@ -201,7 +168,9 @@ impl Default for RetryPolicy {
             retry_dns: false,
             retry_after_output: true,
             max_wait_for_server: Some(Duration::from_secs(120)),
+            wait_for_unseen_server: false,
             resume: true,
+            continuation: true,
         }
     }
 }
@@ -266,317 +235,6 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FailureKind;
-    use crate::chat::ApiError;
-    use crate::error::{HttpError, TransportError};
-    use std::io;
-
-    fn http(status: u16, code: Option<&str>, headers: [Option<&str>; 3]) -> Error {
-        let [retry_after, retry_after_ms, should_retry] = headers.map(|h| h.map(str::to_owned));
-        Error::Http(Box::new(HttpError {
-            status,
-            error: ApiError {
-                message: "m".into(),
-                code: code.map(str::to_owned),
-                ..ApiError::default()
-            },
-            retry_after,
-            retry_after_ms,
-            should_retry,
-        }))
-    }
-
-    fn io_err(kind: io::ErrorKind) -> Error {
-        Error::io(FailureKind::from_io_kind(kind), io::Error::new(kind, "x"))
-    }
-
-    fn timeout(kind: FailureKind) -> Error {
-        Error::Transport(TransportError::timeout(kind, Duration::from_secs(1)))
-    }
-
-    fn failed(kind: FailureKind) -> Error {
-        Error::io(kind, io::Error::other("x"))
-    }
-
-    const T: Verdict = Verdict::Transient { server_delay: None };
-    const P: Verdict = Verdict::Permanent;
-
-    #[test]
-    fn classifier_table() {
-        use io::ErrorKind as K;
-        let none = [None, None, None];
-        let table: Vec<(&str, Error, Verdict)> = vec![
-            ("eof", io_err(K::UnexpectedEof), T),
-            ("reset", io_err(K::ConnectionReset), T),
-            ("aborted", io_err(K::ConnectionAborted), T),
-            ("broken pipe", io_err(K::BrokenPipe), T),
-            ("refused", io_err(K::ConnectionRefused), T),
-            ("socket timeout", io_err(K::TimedOut), T),
-            ("would block", io_err(K::WouldBlock), T),
-            ("other io", io_err(K::PermissionDenied), P),
-            ("connect timeout", timeout(FailureKind::ConnectTimeout), T),
-            ("first byte", timeout(FailureKind::FirstByteTimeout), T),
-            ("idle", timeout(FailureKind::IdleTimeout), T),
-            ("deadline", timeout(FailureKind::DeadlineExceeded), P),
-            ("dns", failed(FailureKind::Dns), P),
-            ("tls", failed(FailureKind::Tls), P),
-            ("protocol", failed(FailureKind::Protocol), P),
-            (
-                "incomplete",
-                Error::Stream(ChatError::IncompleteStream {
-                    received_events: 3,
-                    finish_seen: false,
-                }),
-                T,
-            ),
-            (
-                "truncated tool args",
-                Error::Stream(ChatError::TruncatedToolCallArguments {
-                    choice: 0,
-                    index: 0,
-                    id: "c".into(),
-                    name: "f".into(),
-                }),
-                T,
-            ),
-            (
-                "cut by length",
-                Error::Stream(ChatError::ToolCallArgumentsCutByLength {
-                    choice: 0,
-                    index: 0,
-                    name: "f".into(),
-                }),
-                P,
-            ),
-            (
-                "malformed",
-                Error::Stream(ChatError::MalformedChunk {
-                    reason: "r".into(),
-                    snippet: "s".into(),
-                }),
-                P,
-            ),
-            (
-                "api error in stream",
-                Error::Stream(ChatError::Api(Box::default())),
-                P,
-            ),
-            (
-                "sse limit",
-                Error::Sse(crate::sse::SseError::LineTooLong { limit: 1 }),
-                P,
-            ),
-            ("cancelled", Error::Cancelled, P),
-            ("config", Error::Config("x".into()), P),
-            ("408", http(408, None, none), T),
-            ("429", http(429, None, none), T),
-            (
-                "429 no quota",
-                http(429, Some("insufficient_quota"), none),
-                P,
-            ),
-            (
-                "429 no quota, told to retry",
-                http(429, Some("insufficient_quota"), [None, None, Some("true")]),
-                T,
-            ),
-            ("502", http(502, None, none), T),
-            ("503", http(503, None, none), T),
-            (
-                "503 told not to",
-                http(503, None, [None, None, Some("false")]),
-                P,
-            ),
-            ("504", http(504, None, none), T),
-            ("500", http(500, None, none), P),
-            (
-                "500 told to retry",
-                http(500, None, [None, None, Some("true")]),
-                T,
-            ),
-            ("400", http(400, None, none), P),
-            ("401", http(401, None, none), P),
-            ("404", http(404, None, none), P),
-            (
-                "429 retry-after 2",
-                http(429, None, [Some("2"), None, None]),
-                Verdict::Transient {
-                    server_delay: Some(Duration::from_secs(2)),
-                },
-            ),
-            (
-                "429 retry-after-ms",
-                http(429, None, [Some("9"), Some("1500"), None]),
-                Verdict::Transient {
-                    server_delay: Some(Duration::from_millis(1500)),
-                },
-            ),
-            (
-                "429 retry-after too long",
-                http(429, None, [Some("61"), None, None]),
-                Verdict::WaitTooLong(Duration::from_secs(61)),
-            ),
-            (
-                "429 retry-after too large to represent",
-                http(429, None, [Some("1e21"), None, None]),
-                Verdict::WaitTooLong(Duration::MAX),
-            ),
-            (
-                "503 retry-after-ms 1e300",
-                http(503, None, [None, Some("1e300"), None]),
-                Verdict::WaitTooLong(Duration::MAX),
-            ),
-            (
-                "400 with retry-after",
-                http(400, None, [Some("1"), None, None]),
-                P,
-            ),
-        ];
-        let policy = RetryPolicy::default();
-        for (name, err, want) in table {
-            assert_eq!(classify(&err, &policy, UNIX_EPOCH), want, "{name}: {err}");
-        }
-    }
-
-    #[test]
-    fn configurable_classes() {
-        let policy = RetryPolicy {
-            retry_statuses: vec![500],
-            retry_dns: true,
-            ..RetryPolicy::default()
-        };
-        assert_eq!(
-            classify(&http(500, None, [None; 3]), &policy, UNIX_EPOCH),
-            T
-        );
-        assert_eq!(
-            classify(&http(503, None, [None; 3]), &policy, UNIX_EPOCH),
-            P
-        );
-        assert_eq!(classify(&failed(FailureKind::Dns), &policy, UNIX_EPOCH), T);
-    }
-
-    #[test]
-    fn decision_table() {
-        let policy = RetryPolicy {
-            jitter: 0.0,
-            max_elapsed: Some(Duration::from_secs(10)),
-            max_wait_for_server: Some(Duration::from_secs(5)),
-            ..RetryPolicy::default()
-        };
-        let eof = io_err(io::ErrorKind::UnexpectedEof);
-        let refused = io_err(io::ErrorKind::ConnectionRefused);
-        let loading = http(503, None, [None; 3]);
-        let slow = http(429, None, [Some("3"), None, None]);
-        let huge = http(429, None, [Some("1e300"), None, None]);
-        let s = Duration::from_secs;
-        let at = |retries_done: u32, elapsed: u64| Situation {
-            retries_done,
-            elapsed: s(elapsed),
-            ..Situation::default()
-        };
-        let table: Vec<(&str, &Error, Situation, Decision)> = vec![
-            ("first retry", &eof, at(0, 0), Decision::Retry(ms(250))),
-            ("third retry", &eof, at(2, 0), Decision::Retry(ms(1000))),
-            ("out of retries", &eof, at(3, 0), Decision::Exhausted),
-            (
-                "after output, allowed",
-                &eof,
-                Situation {
-                    restart_after_output: true,
-                    ..at(0, 0)
-                },
-                Decision::Retry(ms(250)),
-            ),
-            ("server delay wins", &slow, at(0, 0), Decision::Retry(s(3))),
-            (
-                "unrepresentable server delay",
-                &huge,
-                at(0, 0),
-                Decision::GiveUp,
-            ),
-            ("budget spent", &eof, at(0, 10), Decision::Exhausted),
-            (
-                "wait would pass the budget",
-                &slow,
-                at(0, 8),
-                Decision::Exhausted,
-            ),
-            (
-                "wait would pass the deadline",
-                &slow,
-                Situation {
-                    deadline: Some(s(4)),
-                    ..at(0, 1)
-                },
-                Decision::Exhausted,
-            ),
-            ("permanent", &Error::Cancelled, at(0, 0), Decision::GiveUp),
-            (
-                "server down: not counted",
-                &refused,
-                Situation {
-                    server_down_for: Some(s(0)),
-                    ..at(3, 0)
-                },
-                Decision::Retry(ms(2000)),
-            ),
-            (
-                "loading: waits within the server budget",
-                &loading,
-                Situation {
-                    server_down_for: Some(s(1)),
-                    ..at(3, 1)
-                },
-                Decision::Retry(ms(2000)),
-            ),
-            (
-                "server down too long",
-                &refused,
-                Situation {
-                    server_down_for: Some(ms(4900)),
-                    ..at(0, 4)
-                },
-                Decision::Exhausted,
-            ),
-        ];
-        for (name, err, situation, want) in table {
-            let got = decide(err, &policy, &situation, UNIX_EPOCH, &mut Rng::seeded(1));
-            assert_eq!(got, want, "{name}");
-        }
-        let no_mid_stream = RetryPolicy {
-            retry_after_output: false,
-            ..policy.clone()
-        };
-        let restart = Situation {
-            restart_after_output: true,
-            ..Situation::default()
-        };
-        let got = decide(
-            &eof,
-            &no_mid_stream,
-            &restart,
-            UNIX_EPOCH,
-            &mut Rng::seeded(1),
-        );
-        assert_eq!(got, Decision::GiveUp);
-        let counted = RetryPolicy {
-            max_wait_for_server: None,
-            ..policy
-        };
-        let got = decide(
-            &refused,
-            &counted,
-            &at(3, 0),
-            UNIX_EPOCH,
-            &mut Rng::seeded(1),
-        );
-        assert_eq!(
-            got,
-            Decision::Exhausted,
-            "without a server budget, refusals count"
-        );
-    }
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)

@@ -338,13 +338,6 @@ impl Parser {
         !matches!(self.ready, Ready::None)
     }
 
-    /// Whether the item produced by the last [`advance`](Self::advance) is a comment.
-    // Braced so it also matches a comment variant that carries where its text lies.
-    #[allow(clippy::unneeded_struct_pattern)]
-    pub(crate) fn has_comment(&self) -> bool {
-        matches!(self.ready, Ready::Comment { .. })
-    }
-
     /// Whether the item produced by the last [`advance`](Self::advance) borrows from its
     /// input, which [`item`](Self::item) must then be given again.
     pub(crate) fn item_borrows_input(&self) -> bool {

@@ -16,7 +16,7 @@ use oai_sse::retry::{
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
 use oai_sse::{
-    Accumulator, ApiError, ChatError, ChatResponse, Completion, Error, HttpError, StreamEvent,
+    Accumulator, ApiError, StreamError, ChatResponse, Completion, Error, HttpError, StreamEvent,
     response_from_completion_json,
 };
 use serde_json::{Map, Value, json};
@@ -569,13 +569,13 @@ fn check_response_shape(resp: &ChatResponse, strictly_sorted: bool) {
     assert_eq!(again, expected, "{}", String::from_utf8_lossy(&json));
 }
 
-fn check_chat_error(err: &ChatError, limits: &oai_sse::ChatLimits) {
+fn check_chat_error(err: &StreamError, limits: &oai_sse::ChatLimits) {
     match err {
-        ChatError::TooManyChoices { limit } => assert_eq!(*limit, limits.max_choices),
-        ChatError::TooManyToolCalls { limit } => assert_eq!(*limit, limits.max_tool_calls),
-        ChatError::ResponseTooLarge { limit } => assert_eq!(*limit, limits.max_response_bytes),
-        ChatError::MalformedChunk { snippet, .. } => {
-            assert!(snippet.chars().count() <= ChatError::SNIPPET_CHARS);
+        StreamError::TooManyChoices { limit } => assert_eq!(*limit, limits.max_choices),
+        StreamError::TooManyToolCalls { limit } => assert_eq!(*limit, limits.max_tool_calls),
+        StreamError::ResponseTooLarge { limit } => assert_eq!(*limit, limits.max_response_bytes),
+        StreamError::MalformedChunk { snippet, .. } => {
+            assert!(snippet.chars().count() <= StreamError::SNIPPET_CHARS);
         }
         _ => {}
     }
@@ -628,9 +628,9 @@ fn check_stream(body: &[u8], usage_requested: bool, limits: oai_sse::ChatLimits)
         }
         Err(err) => {
             if !complete {
-                assert!(matches!(err, ChatError::IncompleteStream { .. }), "{err:?}");
+                assert!(matches!(err, StreamError::IncompleteStream { .. }), "{err:?}");
             }
-            assert!(!matches!(err, ChatError::IncompleteStream { .. }) || !complete);
+            assert!(!matches!(err, StreamError::IncompleteStream { .. }) || !complete);
             check_chat_error(&err, &limits);
         }
     }
@@ -1018,24 +1018,24 @@ fn gen_time(input: &mut Input<'_>) -> SystemTime {
 
 fn gen_policy(input: &mut Input<'_>) -> RetryPolicy {
     let statuses = input.byte() % 5;
-    RetryPolicy {
-        max_retries: u32::from(input.byte() % 8),
-        initial_delay: gen_duration(input),
-        factor: gen_f64(input),
-        max_delay: gen_duration(input),
-        jitter: gen_f64(input),
-        max_elapsed: (input.byte() & 1 == 1).then(|| gen_duration(input)),
-        max_retry_after: gen_duration(input),
-        retry_statuses: if statuses == 4 {
-            RetryPolicy::default().retry_statuses
-        } else {
-            (0..statuses).map(|_| input.u16()).collect()
-        },
-        retry_dns: input.byte() & 1 == 1,
-        retry_after_output: input.byte() & 1 == 1,
-        max_wait_for_server: (input.byte() & 1 == 1).then(|| gen_duration(input)),
-        resume: input.byte() & 1 == 1,
+    let mut policy = RetryPolicy::default();
+    policy.max_retries = u32::from(input.byte() % 8);
+    policy.initial_delay = gen_duration(input);
+    policy.factor = gen_f64(input);
+    policy.max_delay = gen_duration(input);
+    policy.jitter = gen_f64(input);
+    policy.max_elapsed = (input.byte() & 1 == 1).then(|| gen_duration(input));
+    policy.max_retry_after = gen_duration(input);
+    if statuses != 4 {
+        policy.retry_statuses = (0..statuses).map(|_| input.u16()).collect();
     }
+    policy.retry_dns = input.byte() & 1 == 1;
+    policy.retry_after_output = input.byte() & 1 == 1;
+    policy.max_wait_for_server = (input.byte() & 1 == 1).then(|| gen_duration(input));
+    policy.resume = input.byte() & 1 == 1;
+    policy.wait_for_unseen_server = input.byte() & 1 == 1;
+    policy.continuation = input.byte() & 1 == 1;
+    policy
 }
 
 /// Fully generated from the input: headers, a clock, a policy.
@@ -1100,7 +1100,7 @@ pub fn retry_headers(data: &[u8]) {
     };
     let opinion = should_retry_header(http.should_retry.as_deref());
     let err = Error::Http(Box::new(http));
-    match classify(&err, &policy, now) {
+    match classify(&err.failure(), &policy, now) {
         Verdict::Transient { server_delay } => {
             assert_ne!(opinion, Some(false));
             assert_eq!(server_delay, delay);
@@ -1134,7 +1134,7 @@ pub fn retry_headers(data: &[u8]) {
         deadline,
         server_down_for: (input.byte() & 1 == 1).then(|| gen_duration(&mut input)),
     };
-    let decision = decide(&err, &policy, &situation, now, &mut Rng::seeded(seed));
+    let decision = decide(&err.failure(), &policy, &situation, now, &mut Rng::seeded(seed));
     if let Decision::Retry(wait) = decision {
         let cap = policy.max_delay.max(policy.max_retry_after);
         assert!(wait <= cap, "retry after {wait:?}, over {cap:?}");

@@ -15,13 +15,12 @@ use std::collections::VecDeque;
 
 use serde::de::IgnoredAny;
 
-use super::api_error::{ApiError, truncate_chars};
+use crate::wire::{ApiError, StreamError, truncate_chars};
 use super::chunk::{ChoiceDelta, ChunkRef, ToolCallDeltaRef};
 use super::event::StreamEvent;
 use super::message::{Content, FunctionCall, Message, Role, ToolCall};
 use super::response::{ChatResponse, Choice, ServerTimings, Timings, Usage};
 use super::think::{Piece, ThinkSplitter};
-use crate::kind::FailureKind;
 
 /// Memory bounds of one [`Accumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,105 +63,8 @@ pub enum Completion {
     Complete,
 }
 
-/// Why a chat response could not be read.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChatError {
-    /// The server reported an error (`event: error`, an `error` object in the stream, or an
-    /// error body). Usually not worth retrying unless the message says overloaded.
-    #[error("api error: {0}")]
-    Api(Box<ApiError>),
-    /// A data line was not a chat chunk (or a body was not a chat completion). The server or a
-    /// proxy is broken; retrying may help.
-    #[error("malformed chunk: {reason} (data: {snippet})")]
-    MalformedChunk {
-        /// The JSON parser's message.
-        reason: String,
-        /// The first [`ChatError::SNIPPET_CHARS`] characters of the data.
-        snippet: String,
-    },
-    /// The stream ended before `[DONE]` or before every choice finished. Retry; or, when
-    /// `finish_seen` and only the trailer was lost, decide whether the EOF was clean.
-    #[error("stream ended early after {received_events} events (finish seen: {finish_seen})")]
-    IncompleteStream {
-        /// Chunks (and `[DONE]`) decoded so far.
-        received_events: u64,
-        /// Every choice seen had reported a finish reason.
-        finish_seen: bool,
-    },
-    /// A tool call's arguments are not valid JSON although the model did not stop for
-    /// `length`: the stream was cut. Retry.
-    #[error("tool call {index} ({name}) of choice {choice} has truncated arguments")]
-    TruncatedToolCallArguments {
-        /// Choice index.
-        choice: u32,
-        /// Tool-call slot.
-        index: u32,
-        /// Call id.
-        id: String,
-        /// Function name.
-        name: String,
-    },
-    /// A tool call's arguments were cut by the token limit (`finish_reason: length`). Raise
-    /// `max_tokens` before retrying.
-    #[error("tool call {index} ({name}) of choice {choice} was cut by the token limit")]
-    ToolCallArgumentsCutByLength {
-        /// Choice index.
-        choice: u32,
-        /// Tool-call slot.
-        index: u32,
-        /// Function name.
-        name: String,
-    },
-    /// The response has more choices than [`ChatLimits::max_choices`]. Lower `n` or raise the limit.
-    #[error("more than {limit} choices")]
-    TooManyChoices {
-        /// The limit.
-        limit: u32,
-    },
-    /// A choice has more tool calls than [`ChatLimits::max_tool_calls`]. Raise the limit or
-    /// disable `parallel_tool_calls`.
-    #[error("more than {limit} tool calls in one choice")]
-    TooManyToolCalls {
-        /// The limit.
-        limit: u32,
-    },
-    /// The aggregated text exceeds [`ChatLimits::max_response_bytes`]. Lower `max_tokens` or raise
-    /// the limit.
-    #[error("response larger than {limit} bytes")]
-    ResponseTooLarge {
-        /// The limit.
-        limit: usize,
-    },
-}
 
-impl ChatError {
-    /// Length of [`ChatError::MalformedChunk`]'s snippet, in characters.
-    pub const SNIPPET_CHARS: usize = 120;
-
-    /// The normalized failure class, for the retry policy.
-    pub fn kind(&self) -> FailureKind {
-        match self {
-            Self::Api(_) => FailureKind::ApiError,
-            Self::MalformedChunk { .. } => FailureKind::MalformedChunk,
-            Self::IncompleteStream { .. } => FailureKind::IncompleteStream,
-            Self::TruncatedToolCallArguments { .. } => FailureKind::TruncatedToolCallArguments,
-            Self::ToolCallArgumentsCutByLength { .. } => FailureKind::ToolCallArgumentsCutByLength,
-            Self::TooManyChoices { .. }
-            | Self::TooManyToolCalls { .. }
-            | Self::ResponseTooLarge { .. } => FailureKind::LimitExceeded,
-        }
-    }
-
-    /// The JSON parser's message is cut too: it quotes the offending value (`invalid type:
-    /// string "…"`), which can be megabytes.
-    pub(crate) fn malformed(reason: impl ToString, data: &str) -> Self {
-        Self::MalformedChunk {
-            reason: truncate_chars(&reason.to_string(), 2 * Self::SNIPPET_CHARS),
-            snippet: truncate_chars(data, Self::SNIPPET_CHARS),
-        }
-    }
-}
+pub(crate) use recover::{Against, Shown};
 
 /// Turns the events of one streamed chat completion into [`StreamEvent`]s and a
 /// [`ChatResponse`].
@@ -194,6 +96,10 @@ pub struct Accumulator {
     pending: VecDeque<Pending>,
     /// The server's own timings, the last ones it sent.
     server_timings: Option<ServerTimings>,
+    /// Text shown before a restart, not handed out again.
+    hidden: Vec<recover::Hidden>,
+    /// Usage was shown before a restart: the restarted answer's is not handed out again.
+    usage_hidden: bool,
 }
 
 /// An event waiting in the queue: which buffer it points into and where.
@@ -246,6 +152,8 @@ struct ChoiceAcc {
     /// The slot the last tool-call fragment went to.
     last_slot: Option<usize>,
     finish_reason: Option<String>,
+    /// A continuation's start, held while it may be an echo of the content.
+    echo: Option<recover::Echo>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -265,25 +173,25 @@ struct Budget {
 
 impl Budget {
     /// Appends `text` to `buf`; returns where it landed.
-    fn append(&mut self, buf: &mut String, text: &str) -> Result<(usize, usize), ChatError> {
+    fn append(&mut self, buf: &mut String, text: &str) -> Result<(usize, usize), StreamError> {
         self.used = self
             .used
             .checked_add(text.len())
             .filter(|&n| n <= self.limit)
-            .ok_or(ChatError::ResponseTooLarge { limit: self.limit })?;
+            .ok_or(StreamError::ResponseTooLarge { limit: self.limit })?;
         let start = buf.len();
         buf.push_str(text);
         Ok((start, buf.len()))
     }
 
     /// Replaces `old` bytes held with `new` ones.
-    fn replace(&mut self, old: usize, new: usize) -> Result<(), ChatError> {
+    fn replace(&mut self, old: usize, new: usize) -> Result<(), StreamError> {
         self.used = self
             .used
             .saturating_sub(old)
             .checked_add(new)
             .filter(|&n| n <= self.limit)
-            .ok_or(ChatError::ResponseTooLarge { limit: self.limit })?;
+            .ok_or(StreamError::ResponseTooLarge { limit: self.limit })?;
         Ok(())
     }
 }
@@ -321,6 +229,8 @@ impl Accumulator {
             split_think: true,
             pending: VecDeque::new(),
             server_timings: None,
+            hidden: Vec::new(),
+            usage_hidden: false,
         }
     }
 
@@ -330,11 +240,11 @@ impl Accumulator {
     ///
     /// `[DONE]` completes the stream; empty data and event types other than `message` and
     /// `error` are ignored; `event: error` or a chunk with an `error` object is
-    /// [`ChatError::Api`].
+    /// [`StreamError::Api`].
     ///
     /// # Errors
     ///
-    /// [`ChatError`] for an error event, a malformed chunk or a crossed limit; the
+    /// [`StreamError`] for an error event, a malformed chunk or a crossed limit; the
     /// accumulator should be dropped then.
     ///
     /// # Examples
@@ -349,21 +259,21 @@ impl Accumulator {
     /// assert_eq!(acc.next_event(), Some(StreamEvent::Finish { choice: 0, reason: "stop" }));
     /// assert_eq!(acc.next_event(), None);
     /// assert_eq!(acc.finish()?.content(), "Hi");
-    /// # Ok::<(), oai_sse::ChatError>(())
+    /// # Ok::<(), oai_sse::StreamError>(())
     /// ```
-    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Completion, ChatError> {
+    pub fn push_event(&mut self, event_type: &str, data: &str) -> Result<Completion, StreamError> {
         self.pending.clear();
         match event_type {
             "" | "message" => {}
             "error" => {
-                return Err(ChatError::Api(Box::new(ApiError::from_body(
+                return Err(StreamError::Api(Box::new(ApiError::from_body(
                     data.as_bytes(),
                 ))));
             }
             other => {
                 log::debug!(
                     "ignoring SSE event type {:?}",
-                    truncate_chars(other, ChatError::SNIPPET_CHARS)
+                    truncate_chars(other, StreamError::SNIPPET_CHARS)
                 );
                 return Ok(self.progress());
             }
@@ -379,13 +289,13 @@ impl Accumulator {
             return Ok(Completion::Complete);
         }
         if !data.starts_with('{') {
-            return Err(ChatError::malformed("expected a JSON object", data));
+            return Err(StreamError::malformed("expected a JSON object", data));
         }
         let mut chunk: ChunkRef<'_> =
-            serde_json::from_str(data).map_err(|e| ChatError::malformed(e, data))?;
+            serde_json::from_str(data).map_err(|e| StreamError::malformed(e, data))?;
         self.received_events += 1;
         if let Some(err) = chunk.error.take() {
-            return Err(ChatError::Api(Box::new(err)));
+            return Err(StreamError::Api(Box::new(err)));
         }
         self.apply(chunk)?;
         Ok(self.progress())
@@ -393,8 +303,12 @@ impl Accumulator {
 
     /// The next event of the last push, if any. Text borrows from the aggregated response.
     pub fn next_event(&mut self) -> Option<StreamEvent<'_>> {
-        let pending = self.pending.pop_front()?;
-        self.event(pending)
+        loop {
+            let pending = self.pending.pop_front()?;
+            if self.visible(&pending) {
+                return self.event(pending);
+            }
+        }
     }
 
     /// Feeds one SSE event and hands each event it produced to `on_event` (a push followed by
@@ -408,7 +322,7 @@ impl Accumulator {
         event_type: &str,
         data: &str,
         on_event: &mut dyn FnMut(&StreamEvent<'_>),
-    ) -> Result<Completion, ChatError> {
+    ) -> Result<Completion, StreamError> {
         let progress = self.push_event(event_type, data)?;
         while let Some(event) = self.next_event() {
             on_event(&event);
@@ -441,7 +355,7 @@ impl Accumulator {
                     TextField::Reasoning => c.reasoning.as_str(),
                     TextField::Refusal => c.refusal.as_str(),
                 });
-                let text = slice(buf, start, end);
+                let text = slice(buf, start.max(self.hidden_text(at, field)), end);
                 match field {
                     TextField::Content => StreamEvent::Content { choice, text },
                     TextField::Reasoning => StreamEvent::Reasoning { choice, text },
@@ -457,12 +371,15 @@ impl Accumulator {
                 name,
             } => {
                 let call = choice_of(at).and_then(|c| c.tools.get(slot));
+                let (hidden, shown) = self.hidden_tool(at, slot);
                 StreamEvent::ToolCall {
                     choice: index(at),
                     index: u32::try_from(slot).unwrap_or(u32::MAX),
-                    id: call.filter(|_| id).map(|c| c.id.as_str()),
-                    name: call.filter(|_| name).map(|c| c.name.as_str()),
-                    arguments: call.map_or("", |c| slice(&c.arguments, start, end)),
+                    id: call.filter(|_| id && !shown).map(|c| c.id.as_str()),
+                    name: call.filter(|_| name && !shown).map(|c| c.name.as_str()),
+                    arguments: call.map_or("", |c| {
+                        slice(&c.arguments, start.max(hidden).min(end), end)
+                    }),
                 }
             }
             Pending::Finish { at } => StreamEvent::Finish {
@@ -508,6 +425,31 @@ impl Accumulator {
         self.has_output
     }
 
+    /// Whether some choice has a tool call.
+    pub(crate) fn has_tool_calls(&self) -> bool {
+        self.choices.iter().any(|c| !c.tools.is_empty())
+    }
+
+    /// The completion id (empty before the first chunk that had one).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The latest usage.
+    pub(crate) fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// The bounds.
+    pub(crate) fn limits(&self) -> ChatLimits {
+        self.limits
+    }
+
+    /// Whether a `<think>` block opening the content is split off.
+    pub(crate) fn splits_think(&self) -> bool {
+        self.split_think
+    }
+
     /// Whether `[DONE]` arrived.
     pub fn saw_done(&self) -> bool {
         self.done
@@ -520,11 +462,11 @@ impl Accumulator {
 
     /// The error [`finish`](Self::finish) would report for a stream that ended now without
     /// being complete.
-    pub fn check_complete(&self) -> Result<(), ChatError> {
+    pub fn check_complete(&self) -> Result<(), StreamError> {
         if self.is_complete() {
             Ok(())
         } else {
-            Err(ChatError::IncompleteStream {
+            Err(StreamError::IncompleteStream {
                 received_events: self.received_events,
                 finish_seen: self.all_finished(),
             })
@@ -536,8 +478,8 @@ impl Accumulator {
     ///
     /// # Errors
     ///
-    /// [`ChatError::IncompleteStream`] before the end, and the tool-argument errors.
-    pub fn finish(self) -> Result<ChatResponse, ChatError> {
+    /// [`StreamError::IncompleteStream`] before the end, and the tool-argument errors.
+    pub fn finish(self) -> Result<ChatResponse, StreamError> {
         self.check_complete()?;
         self.into_response(true)
     }
@@ -550,7 +492,7 @@ impl Accumulator {
         self.into_response(false).unwrap_or_default()
     }
 
-    fn into_response(mut self, check: bool) -> Result<ChatResponse, ChatError> {
+    fn into_response(mut self, check: bool) -> Result<ChatResponse, StreamError> {
         // What a `<think>` splitter still holds (a tag prefix) is text; the budget is
         // not checked for those few bytes, so `partial_response` cannot fail.
         let _ = self.flush_think();
@@ -588,7 +530,7 @@ impl Accumulator {
         }
     }
 
-    fn apply(&mut self, chunk: ChunkRef<'_>) -> Result<(), ChatError> {
+    fn apply(&mut self, chunk: ChunkRef<'_>) -> Result<(), StreamError> {
         fn first(slot: &mut String, v: &Option<Cow<'_, str>>) {
             if slot.is_empty()
                 && let Some(v) = non_empty(v)
@@ -632,7 +574,7 @@ impl Accumulator {
 
     /// Ends every choice's `<think>` splitter: the bytes it held (at most a tag prefix) are
     /// queued as events.
-    fn flush_think(&mut self) -> Result<(), ChatError> {
+    fn flush_think(&mut self) -> Result<(), StreamError> {
         for (at, acc) in self.choices.iter_mut().enumerate() {
             let mut out = Out {
                 at,
@@ -645,12 +587,12 @@ impl Accumulator {
         Ok(())
     }
 
-    fn choice_slot(&mut self, index: u32) -> Result<usize, ChatError> {
+    fn choice_slot(&mut self, index: u32) -> Result<usize, StreamError> {
         if let Some(at) = self.choices.iter().position(|c| c.index == index) {
             return Ok(at);
         }
         if self.choices.len() >= self.limits.max_choices as usize {
-            return Err(ChatError::TooManyChoices {
+            return Err(StreamError::TooManyChoices {
                 limit: self.limits.max_choices,
             });
         }
@@ -665,6 +607,7 @@ impl Accumulator {
             wire: Vec::new(),
             last_slot: None,
             finish_reason: None,
+            echo: None,
         });
         Ok(self.choices.len() - 1)
     }
@@ -680,7 +623,7 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn text(&mut self, buf: &mut String, field: TextField, text: &str) -> Result<(), ChatError> {
+    fn text(&mut self, buf: &mut String, field: TextField, text: &str) -> Result<(), StreamError> {
         self.push_text(buf, field, text, false)
     }
 
@@ -691,7 +634,7 @@ impl Out<'_> {
         buf: &mut String,
         field: TextField,
         text: &str,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), StreamError> {
         self.push_text(buf, field, text, true)
     }
 
@@ -701,7 +644,7 @@ impl Out<'_> {
         field: TextField,
         text: &str,
         merge: bool,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), StreamError> {
         let (start, end) = self.budget.append(buf, text)?;
         *self.has_output = true;
         if let Some(Pending::Text {
@@ -732,7 +675,7 @@ impl Out<'_> {
         content: &mut String,
         reasoning: &mut String,
         piece: Piece<'_>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), StreamError> {
         match piece {
             Piece::Reasoning(text) => self.text_continued(reasoning, TextField::Reasoning, text),
             Piece::Content(text) => self.text_continued(content, TextField::Content, text),
@@ -746,7 +689,7 @@ impl ChoiceAcc {
         d: &ChoiceDelta<'_>,
         limits: &ChatLimits,
         out: &mut Out<'_>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), StreamError> {
         let delta = &d.delta;
         if self.role.is_none()
             && let Some(role) = non_empty(&delta.role)
@@ -760,10 +703,10 @@ impl ChoiceAcc {
         for text in [rc, r].into_iter().flatten() {
             out.text(&mut self.reasoning, TextField::Reasoning, text)?;
         }
-        if let Some(text) = non_empty(&delta.content) {
+        if let Some(text) = non_empty(&delta.content).and_then(|t| self.unecho(t)) {
             let (content, reasoning) = (&mut self.content, &mut self.reasoning);
             let mut result = Ok(());
-            self.think.push(text, |piece| {
+            self.think.push(&text, |piece| {
                 if result.is_ok() {
                     result = out.piece(content, reasoning, piece);
                 }
@@ -788,7 +731,10 @@ impl ChoiceAcc {
     }
 
     /// Ends the `<think>` splitter: the bytes it held become text of the mode it was in.
-    fn flush_think(&mut self, out: &mut Out<'_>) -> Result<(), ChatError> {
+    fn flush_think(&mut self, out: &mut Out<'_>) -> Result<(), StreamError> {
+        if let Some(held) = self.release_echo() {
+            out.text(&mut self.content, TextField::Content, &held)?;
+        }
         let (content, reasoning) = (&mut self.content, &mut self.reasoning);
         let mut result = Ok(());
         self.think.finish(|piece| {
@@ -807,7 +753,7 @@ impl ChoiceAcc {
         call: &ToolCallDeltaRef<'_>,
         limits: &ChatLimits,
         out: &mut Out<'_>,
-    ) -> Result<(), ChatError> {
+    ) -> Result<(), StreamError> {
         let id = non_empty(&call.id);
         let name = call.function.as_ref().and_then(|f| non_empty(&f.name));
         let arguments = call
@@ -861,7 +807,7 @@ impl ChoiceAcc {
         wire: Option<i64>,
         id: Option<&str>,
         max: u32,
-    ) -> Result<usize, ChatError> {
+    ) -> Result<usize, StreamError> {
         let differs = |slot: &ToolSlot, id: Option<&str>| id.is_some_and(|id| slot.id != id);
         match wire {
             Some(w) => match self.wire.iter().position(|(k, _)| *k == w) {
@@ -892,15 +838,15 @@ impl ChoiceAcc {
         }
     }
 
-    fn open_slot(&mut self, max: u32) -> Result<usize, ChatError> {
+    fn open_slot(&mut self, max: u32) -> Result<usize, StreamError> {
         if self.tools.len() >= max as usize {
-            return Err(ChatError::TooManyToolCalls { limit: max });
+            return Err(StreamError::TooManyToolCalls { limit: max });
         }
         self.tools.push(ToolSlot::default());
         Ok(self.tools.len() - 1)
     }
 
-    fn into_choice(self, check: bool) -> Result<Choice, ChatError> {
+    fn into_choice(self, check: bool) -> Result<Choice, StreamError> {
         let mut calls: Vec<ToolCall> = self
             .tools
             .into_iter()
@@ -960,7 +906,7 @@ pub(super) fn check_tool_arguments(
     choice: u32,
     finish_reason: Option<&str>,
     calls: &mut [ToolCall],
-) -> Result<(), ChatError> {
+) -> Result<(), StreamError> {
     for (i, call) in calls.iter_mut().enumerate() {
         let args = &mut call.function.arguments;
         if args.trim().is_empty() {
@@ -973,13 +919,13 @@ pub(super) fn check_tool_arguments(
         let index = u32::try_from(i).unwrap_or(u32::MAX);
         let name = call.function.name.clone();
         return Err(if finish_reason == Some("length") {
-            ChatError::ToolCallArgumentsCutByLength {
+            StreamError::ToolCallArgumentsCutByLength {
                 choice,
                 index,
                 name,
             }
         } else {
-            ChatError::TruncatedToolCallArguments {
+            StreamError::TruncatedToolCallArguments {
                 choice,
                 index,
                 id: call.id.clone(),
@@ -990,5 +936,6 @@ pub(super) fn check_tool_arguments(
     Ok(())
 }
 
+mod recover;
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,7 @@ fn sequential_choices_complete_only_when_all_n_finished() {
 }
 
 use super::*;
+use crate::retry::FailureKind;
 use crate::chat::OwnedStreamEvent as E;
 use crate::chat::response_from_completion_json;
 use serde_json::Value;
@@ -40,7 +41,7 @@ use serde_json::json;
 struct Run {
     events: Vec<E>,
     progress: Vec<Completion>,
-    error: Option<ChatError>,
+    error: Option<StreamError>,
     acc: Accumulator,
 }
 
@@ -77,7 +78,7 @@ fn msgs<'a>(lines: &[&'a str]) -> Vec<(&'a str, &'a str)> {
 
 /// The finished response as JSON, without the `retries` array (always empty here: the
 /// accumulator makes no retries).
-fn finish_json(acc: Accumulator) -> Result<Value, ChatError> {
+fn finish_json(acc: Accumulator) -> Result<Value, StreamError> {
     acc.finish().map(|r| {
         let mut json = serde_json::to_value(r).unwrap_or_default();
         if let Some(object) = json.as_object_mut() {
@@ -365,8 +366,8 @@ fn tool_stream(fragments: &[&str]) -> Vec<String> {
 }
 
 fn calls_of(
-    r: Result<ChatResponse, ChatError>,
-) -> Result<Vec<(String, String, String)>, ChatError> {
+    r: Result<ChatResponse, StreamError>,
+) -> Result<Vec<(String, String, String)>, StreamError> {
     r.map(|r| {
         r.tool_calls()
             .iter()
@@ -527,7 +528,7 @@ fn interleaved_choices() {
 #[test]
 fn server_errors() {
     let err = |message: &str, kind: Option<&str>, code: Option<&str>| {
-        ChatError::Api(Box::new(ApiError {
+        StreamError::Api(Box::new(ApiError {
             message: message.into(),
             kind: kind.map(Into::into),
             param: None,
@@ -546,6 +547,7 @@ fn server_errors() {
                 Some("server_error"),
                 None,
             ),
+            FailureKind::UpstreamBroke,
         ),
         (
             (
@@ -557,6 +559,7 @@ fn server_errors() {
                 Some("server_error"),
                 Some("500"),
             ),
+            FailureKind::ApiError,
         ),
         (
             (
@@ -564,6 +567,7 @@ fn server_errors() {
                 r#"{"id":"x","choices":[],"error":{"message":"Overloaded"}}"#,
             ),
             err("Overloaded", None, None),
+            FailureKind::UpstreamBroke,
         ),
         (
             (
@@ -571,19 +575,20 @@ fn server_errors() {
                 r#"{"error":{"message":"model crashed","type":"internal"}}"#,
             ),
             err("model crashed", Some("internal"), None),
+            FailureKind::ApiError,
         ),
         (
             ("error", "upstream timeout"),
             err("upstream timeout", None, None),
+            FailureKind::UpstreamBroke,
         ),
     ];
-    for ((ty, data), want) in cases {
+    // The kind says whether the error event is a break behind the server (retried as
+    // one) or a refusal of the request.
+    for ((ty, data), want, kind) in cases {
         let r = run(false, &[("message", ok_chunk), (ty, data)]);
         assert_eq!(r.events, vec![text(0, "hi")]);
-        assert_eq!(
-            r.error.as_ref().map(ChatError::kind),
-            Some(FailureKind::ApiError)
-        );
+        assert_eq!(r.error.as_ref().map(StreamError::kind), Some(kind), "{data}");
         assert_eq!(r.error, Some(want), "{data}");
     }
 }
@@ -610,7 +615,7 @@ fn malformed_chunks() {
         let r = run(false, &[("message", data)]);
         assert_eq!(
             r.error,
-            Some(ChatError::MalformedChunk {
+            Some(StreamError::MalformedChunk {
                 reason: reason.into(),
                 snippet: data.into()
             }),
@@ -620,8 +625,8 @@ fn malformed_chunks() {
     let long = format!("{{\"x\":\"{}", "é".repeat(300));
     let r = run(false, &[("message", &long)]);
     match r.error {
-        Some(ChatError::MalformedChunk { snippet, .. }) => {
-            assert_eq!(snippet.chars().count(), ChatError::SNIPPET_CHARS);
+        Some(StreamError::MalformedChunk { snippet, .. }) => {
+            assert_eq!(snippet.chars().count(), StreamError::SNIPPET_CHARS);
         }
         other => panic!("{other:?}"),
     }
@@ -681,12 +686,12 @@ fn incomplete_streams() {
         assert_eq!(r.acc.has_output(), has_output, "{lines:?}");
         let err = r.acc.finish().err();
         assert_eq!(
-            err.as_ref().map(ChatError::kind),
+            err.as_ref().map(StreamError::kind),
             Some(FailureKind::IncompleteStream)
         );
         assert_eq!(
             err,
-            Some(ChatError::IncompleteStream {
+            Some(StreamError::IncompleteStream {
                 received_events,
                 finish_seen
             }),
@@ -720,7 +725,7 @@ fn tool_argument_checks() {
         (
             "{\"q\":\"ru",
             "tool_calls",
-            Err(ChatError::TruncatedToolCallArguments {
+            Err(StreamError::TruncatedToolCallArguments {
                 choice: 0,
                 index: 0,
                 id: "call_1".into(),
@@ -730,7 +735,7 @@ fn tool_argument_checks() {
         (
             "{\"q\":\"ru",
             "length",
-            Err(ChatError::ToolCallArgumentsCutByLength {
+            Err(StreamError::ToolCallArgumentsCutByLength {
                 choice: 0,
                 index: 0,
                 name: "search".into(),
@@ -739,7 +744,7 @@ fn tool_argument_checks() {
         (
             "{\"q\":1}}",
             "stop",
-            Err(ChatError::TruncatedToolCallArguments {
+            Err(StreamError::TruncatedToolCallArguments {
                 choice: 0,
                 index: 0,
                 id: "call_1".into(),
@@ -769,23 +774,23 @@ fn limits() {
         r#"{"choices":[{"delta":{"tool_calls":[{"id":"a"},{"id":"b"},{"id":"c"}]}}]}"#;
     let ten = r#"{"choices":[{"delta":{"content":"12345","reasoning":"67890"}}]}"#;
     let one_more = r#"{"choices":[{"index":1,"delta":{"content":"x"}}]}"#;
-    let cases: Vec<(Vec<&str>, Option<ChatError>)> = vec![
+    let cases: Vec<(Vec<&str>, Option<StreamError>)> = vec![
         (
             vec![three_choices],
-            Some(ChatError::TooManyChoices { limit: 2 }),
+            Some(StreamError::TooManyChoices { limit: 2 }),
         ),
         (
             vec![three_calls],
-            Some(ChatError::TooManyToolCalls { limit: 2 }),
+            Some(StreamError::TooManyToolCalls { limit: 2 }),
         ),
         (
             vec![three_unindexed],
-            Some(ChatError::TooManyToolCalls { limit: 2 }),
+            Some(StreamError::TooManyToolCalls { limit: 2 }),
         ),
         (vec![ten], None),
         (
             vec![ten, one_more],
-            Some(ChatError::ResponseTooLarge { limit: 10 }),
+            Some(StreamError::ResponseTooLarge { limit: 10 }),
         ),
     ];
     for (lines, want) in cases {
@@ -854,7 +859,7 @@ fn completion_json_bodies() {
         json!({"role":"assistant","content":"hi","reasoning_content":"r"}),
         "stop",
     );
-    let cases: Vec<(String, Result<Value, ChatError>)> = vec![
+    let cases: Vec<(String, Result<Value, StreamError>)> = vec![
         (
             text_body.clone(),
             Ok(serde_json::from_str::<Value>(&text_body).unwrap_or_default()),
@@ -871,7 +876,7 @@ fn completion_json_bodies() {
         ),
         (
             body(call("{\"a\":"), "length"),
-            Err(ChatError::ToolCallArgumentsCutByLength {
+            Err(StreamError::ToolCallArgumentsCutByLength {
                 choice: 0,
                 index: 0,
                 name: "f".into(),
@@ -879,7 +884,7 @@ fn completion_json_bodies() {
         ),
         (
             r#"{"error":{"message":"bad model","type":"invalid_request_error","code":"model_not_found"}}"#.into(),
-            Err(ChatError::Api(Box::new(ApiError {
+            Err(StreamError::Api(Box::new(ApiError {
                 message: "bad model".into(),
                 kind: Some("invalid_request_error".into()),
                 param: None,
@@ -888,14 +893,14 @@ fn completion_json_bodies() {
         ),
         (
             "<html>oops</html>".into(),
-            Err(ChatError::MalformedChunk {
+            Err(StreamError::MalformedChunk {
                 reason: "expected value at line 1 column 1".into(),
                 snippet: "<html>oops</html>".into(),
             }),
         ),
         (
             r#"{"choices":[{"index":0}]}"#.into(),
-            Err(ChatError::MalformedChunk {
+            Err(StreamError::MalformedChunk {
                 reason: "missing field `message` at line 1 column 23".into(),
                 snippet: r#"{"choices":[{"index":0}]}"#.into(),
             }),
@@ -917,23 +922,23 @@ fn completion_json_bodies() {
 #[test]
 fn error_kinds() {
     let cases = [
-        (ChatError::Api(Box::default()), FailureKind::ApiError),
+        (StreamError::Api(Box::default()), FailureKind::ApiError),
         (
-            ChatError::MalformedChunk {
+            StreamError::MalformedChunk {
                 reason: String::new(),
                 snippet: String::new(),
             },
             FailureKind::MalformedChunk,
         ),
         (
-            ChatError::IncompleteStream {
+            StreamError::IncompleteStream {
                 received_events: 0,
                 finish_seen: false,
             },
             FailureKind::IncompleteStream,
         ),
         (
-            ChatError::TruncatedToolCallArguments {
+            StreamError::TruncatedToolCallArguments {
                 choice: 0,
                 index: 0,
                 id: String::new(),
@@ -942,7 +947,7 @@ fn error_kinds() {
             FailureKind::TruncatedToolCallArguments,
         ),
         (
-            ChatError::ToolCallArgumentsCutByLength {
+            StreamError::ToolCallArgumentsCutByLength {
                 choice: 0,
                 index: 1,
                 name: "f".into(),
@@ -950,15 +955,15 @@ fn error_kinds() {
             FailureKind::ToolCallArgumentsCutByLength,
         ),
         (
-            ChatError::TooManyChoices { limit: 1 },
+            StreamError::TooManyChoices { limit: 1 },
             FailureKind::LimitExceeded,
         ),
         (
-            ChatError::TooManyToolCalls { limit: 1 },
+            StreamError::TooManyToolCalls { limit: 1 },
             FailureKind::LimitExceeded,
         ),
         (
-            ChatError::ResponseTooLarge { limit: 1 },
+            StreamError::ResponseTooLarge { limit: 1 },
             FailureKind::LimitExceeded,
         ),
     ];
@@ -966,7 +971,7 @@ fn error_kinds() {
         assert_eq!(err.kind(), kind, "{err}");
     }
     assert_eq!(
-        ChatError::ToolCallArgumentsCutByLength {
+        StreamError::ToolCallArgumentsCutByLength {
             choice: 0,
             index: 1,
             name: "f".into()
@@ -1241,7 +1246,7 @@ fn usage_extras_are_capped_and_charged() {
     assert_eq!(r.error, None);
     assert_eq!(r.acc.budget.used, 100 + usage_extra_len(&small));
     let r = run_with(false, limits(30), &msgs(&[small.as_str()]));
-    assert_eq!(r.error, Some(ChatError::ResponseTooLarge { limit: 30 }));
+    assert_eq!(r.error, Some(StreamError::ResponseTooLarge { limit: 30 }));
 }
 
 fn usage_extra_len(chunk: &str) -> usize {

@@ -1,33 +1,42 @@
 //! [`EventSource`]: any Server-Sent Events endpoint as a pull-style stream that reconnects
-//! as the WHATWG standard says, on the client's connection pool and failure handling.
+//! as the WHATWG standard says, on the client's connection pool and failure handling — a
+//! protocol of the driver whose one way of carrying on is to reconnect with
+//! `Last-Event-ID`.
 
-use crate::attempts::{Attempts, DelaySource, Wait};
+use super::attempts::{DelaySource, Wait};
+use super::protocol::{Accept, Outgoing, Progress, Protocol, Recovered, Report, Scheduled};
+use super::{Call, Setup, Shared, Step};
 use crate::cancel::CancelHandle;
-use crate::chat::ApiError;
-use crate::client::{Client, Inner};
 use crate::error::Error;
-use crate::kind::{FailureKind, RetryAction};
-use crate::retry::RetryPolicy;
-use crate::sse::{Event, EventReader, Item, Parser, ReadError};
-use crate::stream::{ERROR_BODY_TIME, http_error, interrupted, read_bounded, unreadable_encoding};
-use crate::transport::{self, AttemptIo, BodyRead, Limits, Phase, Request};
+use crate::http::Response;
+use crate::retry::{FailureKind, RetryPolicy};
+use crate::sse::{Event, Item, Parser, ReadError};
+use std::borrow::Cow;
 use std::fmt;
-use std::io::{self, BufReader};
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use ureq::http::{HeaderName, HeaderValue, Method, header};
 
-/// Read buffer for the event stream: a few events per refill, small for edge machines.
-const READ_BUFFER: usize = 16 << 10;
 /// The media type an event stream must have.
 const EVENT_STREAM: &str = "text/event-stream";
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// The shortest wait before a reconnect, whatever the stream's `retry:` field says: the
+/// standard's reconnection time is a minimum the server may raise, not a way to make the
+/// client spin (a feed sending `retry: 0` and closing would otherwise be reconnected
+/// thousands of times a second).
+pub const MIN_RECONNECTION_TIME: Duration = Duration::from_millis(100);
+/// The longest last event ID sent as `Last-Event-ID`: a longer one cannot go in a request
+/// head (and no server needs it). An id beyond it is reported once and the last one that
+/// fits is sent instead.
+pub const MAX_LAST_EVENT_ID: usize = 4096;
 
-/// Builds an [`EventSource`]: from [`Client::events`] (sharing the client's connection pool,
-/// TLS, proxy, timeouts, API key and headers) or [`EventSource::builder`] (a default client
-/// of its own).
+/// Builds an [`EventSource`]: from [`Client::events`](crate::Client::events) (sharing the
+/// client's connection pool, TLS, proxy, timeouts, API key and headers) or
+/// [`EventSource::builder`] (a default client of its own).
 #[derive(Clone)]
 pub struct EventSourceBuilder {
-    client: Option<Client>,
+    shared: Result<Arc<Shared>, Error>,
     url: String,
     method: Method,
     body: Option<(String, Vec<u8>)>,
@@ -57,9 +66,9 @@ impl fmt::Debug for EventSourceBuilder {
 }
 
 impl EventSourceBuilder {
-    fn new(client: Option<Client>, url: String) -> Self {
+    pub(crate) fn new(shared: Result<Arc<Shared>, Error>, url: String) -> Self {
         Self {
-            client,
+            shared,
             url,
             method: Method::GET,
             body: None,
@@ -100,7 +109,7 @@ impl EventSourceBuilder {
 
     /// How reconnects are paced and bounded (default: the client's policy).
     /// `max_retries` and `max_elapsed` count reconnects in a row, since the last connection
-    /// that delivered anything.
+    /// that delivered an event.
     pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
         self
@@ -143,16 +152,14 @@ impl EventSourceBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] for a URL that is not `http(s)://host...`, an `https` URL without
-    /// the `tls` feature, an invalid header name or value, a `Last-Event-ID` header, or a
-    /// default client that cannot be built (see [`ClientBuilder::build`](crate::ClientBuilder::build)).
+    /// the `tls` feature, an invalid header name or value, a `Last-Event-ID` header, a last
+    /// event ID that cannot be sent as a header (control characters, longer than
+    /// [`MAX_LAST_EVENT_ID`]), or a default client that cannot be built (see
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build)).
     pub fn build(self) -> Result<EventSource, Error> {
         check_url(&self.url)?;
-        let client = match self.client {
-            Some(client) => client,
-            None => Client::builder().build()?,
-        };
-        let inner = client.inner;
-        let mut headers = Vec::with_capacity(self.headers.len() + inner.headers.len() + 3);
+        let shared = self.shared?;
+        let mut given = Vec::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             let name = HeaderName::from_bytes(name.trim().as_bytes())
                 .map_err(|_| Error::Config(format!("invalid header name {name:?}")))?;
@@ -164,13 +171,14 @@ impl EventSourceBuilder {
             let mut value = HeaderValue::from_str(value.trim())
                 .map_err(|_| Error::Config(format!("invalid value for header {name}")))?;
             value.set_sensitive(true);
-            headers.push((name, value));
+            given.push((name, value));
         }
-        let given = headers.len();
-        for (name, value) in &inner.headers {
-            if *name != LAST_EVENT_ID && !headers[..given].iter().any(|(n, _)| n == name) {
-                headers.push((name.clone(), value.clone()));
-            }
+        if !self.last_event_id.is_empty() && sendable(&self.last_event_id).is_none() {
+            return Err(Error::Config(format!(
+                "the last event ID cannot be sent as a Last-Event-ID header (control \
+                 characters, or longer than {MAX_LAST_EVENT_ID} bytes): {:?}",
+                crate::wire::truncate_chars(&self.last_event_id, 40)
+            )));
         }
         let mut defaults = vec![
             (header::ACCEPT, HeaderValue::from_static(EVENT_STREAM)),
@@ -185,40 +193,48 @@ impl EventSourceBuilder {
             }
             None => None,
         };
-        for (name, value) in defaults {
-            if !headers.iter().any(|(n, _)| *n == name) {
-                headers.push((name, value));
-            }
-        }
-        let policy = self.retry.unwrap_or_else(|| inner.retry.clone());
-        let mut limits = inner.limits;
+        let policy = self.retry.unwrap_or_else(|| shared.retry.clone());
+        let mut limits = shared.limits;
         if let Some(idle) = self.idle_timeout {
             limits.idle = idle;
         }
-        // An event source has no natural end, so the client's call deadline does not
-        // apply: cancel the source to bound it.
-        let attempts = Attempts::new(policy, self.cancel.unwrap_or_default(), None, None, None);
-        Ok(EventSource {
-            client: inner,
+        let proto = Feed {
             url: self.url,
             method: self.method,
             body,
-            headers,
-            limits,
+            defaults,
+            given,
             comments: self.comments,
             reconnect_on_eof: self.reconnect_on_eof,
-            attempts,
             last_event_id: self.last_event_id,
+            unsendable_reported: false,
             reconnection_time: None,
-            open: None,
-            wait: None,
             notice: None,
-            state: State::Running,
+        };
+        // An event source has no natural end, so the client's call deadline does not
+        // apply: cancel the source to bound it.
+        let setup = Setup {
+            policy,
+            cancel: self.cancel.unwrap_or_default(),
+            hook: None,
+            jitter_seed: None,
+            deadline: None,
+            limits,
+        };
+        Ok(EventSource {
+            call: Call::new(shared, proto, setup),
         })
     }
 }
 
-const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+/// `id` as a header value, if it can be one: at most [`MAX_LAST_EVENT_ID`] bytes, no
+/// control characters (the SSE parser already keeps NUL, CR and LF out of ids).
+fn sendable(id: &str) -> Option<HeaderValue> {
+    if id.len() > MAX_LAST_EVENT_ID {
+        return None;
+    }
+    HeaderValue::from_str(id).ok()
+}
 
 /// Accepts `http(s)://host[:port][/path][?query]`.
 fn check_url(url: &str) -> Result<(), Error> {
@@ -241,6 +257,153 @@ fn check_url(url: &str) -> Result<(), Error> {
         return Err(Error::Config(format!("URL {shown:?} has no host")));
     }
     Ok(())
+}
+
+/// An event feed as a protocol of the driver.
+pub(crate) struct Feed {
+    url: String,
+    method: Method,
+    body: Option<Vec<u8>>,
+    /// `Accept`, `Cache-Control`, `Content-Type`: a client or source header replaces them.
+    defaults: Vec<(HeaderName, HeaderValue)>,
+    /// The source's own headers: they replace client headers of the same name.
+    given: Vec<(HeaderName, HeaderValue)>,
+    comments: bool,
+    reconnect_on_eof: bool,
+    /// The last event ID a reconnect sends: the last one that can go in a header.
+    last_event_id: String,
+    /// An id that cannot be sent was reported.
+    unsendable_reported: bool,
+    /// The last `retry` field's value, kept across connections.
+    reconnection_time: Option<Duration>,
+    /// A reconnect to hand out before anything else.
+    notice: Option<Reconnect>,
+}
+
+impl Feed {
+    /// An event's id: kept as the one to resume from if it can be sent.
+    fn saw_id(&mut self, id: &str) {
+        if id == self.last_event_id {
+            return;
+        }
+        if id.is_empty() || sendable(id).is_some() {
+            self.last_event_id.clear();
+            self.last_event_id.push_str(id);
+        } else if !std::mem::replace(&mut self.unsendable_reported, true) {
+            log::warn!(
+                "the event ID {:?} cannot be sent as Last-Event-ID (control characters, or \
+                 longer than {MAX_LAST_EVENT_ID} bytes); a reconnect sends the last one that \
+                 can ({:?})",
+                crate::wire::truncate_chars(id, 40),
+                self.last_event_id
+            );
+        }
+    }
+}
+
+impl Protocol for Feed {
+    type Output = ();
+    const GENERATES: bool = false;
+    const RECONNECTS: bool = true;
+
+    fn request<'a>(&'a self, _shared: &'a Shared, _continuation: bool) -> Outgoing<'a> {
+        let mut overrides = self.given.clone();
+        if let Some(value) = (!self.last_event_id.is_empty())
+            .then(|| sendable(&self.last_event_id))
+            .flatten()
+        {
+            overrides.push((LAST_EVENT_ID, value));
+        }
+        Outgoing {
+            method: self.method.clone(),
+            url: Cow::Borrowed(&self.url),
+            headers: self.defaults.clone(),
+            overrides,
+            body: self.body.as_deref().map(Cow::Borrowed),
+        }
+    }
+
+    fn accept(&self, response: &Response) -> Accept {
+        if response.status == 204 {
+            return Accept::Over;
+        }
+        if response.media_type() == EVENT_STREAM {
+            // Silence is measured from the head on: the first event may be long in coming,
+            // but a feed that says nothing (not even a keep-alive) for the idle limit is dead.
+            Accept::EventStream {
+                silence_from_head: true,
+            }
+        } else {
+            Accept::Unexpected
+        }
+    }
+
+    fn parser(&self, shared: &Shared) -> Parser {
+        Parser::with_limits(shared.sse_limits).with_last_event_id(&self.last_event_id)
+    }
+
+    fn item(&mut self, item: &Item<'_>) -> Result<Progress, Error> {
+        Ok(match item {
+            Item::Event(event) => {
+                self.saw_id(event.id);
+                Progress::Ready
+            }
+            Item::Comment(_) if !self.comments => Progress::More,
+            Item::Comment(_) => Progress::Ready,
+            Item::Retry(ms) => {
+                self.reconnection_time = Some(Duration::from_millis(*ms));
+                Progress::Ready
+            }
+        })
+    }
+
+    fn end(&mut self) -> Result<Progress, Error> {
+        if !self.reconnect_on_eof {
+            return Ok(Progress::Over);
+        }
+        let end = io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the server ended the event stream",
+        );
+        Err(Error::io(FailureKind::UnexpectedEof, end))
+    }
+
+    fn closed(&mut self, parser: &Parser) {
+        if let Some(ms) = parser.retry() {
+            self.reconnection_time = Some(Duration::from_millis(ms));
+        }
+    }
+
+    fn delivered(&self) -> bool {
+        false
+    }
+
+    fn last_event_id(&self) -> Option<String> {
+        (!self.last_event_id.is_empty()).then(|| self.last_event_id.clone())
+    }
+
+    fn wait(&self) -> Wait {
+        self.reconnection_time.map_or(Wait::Backoff, |time| {
+            Wait::ReconnectionTime(time.max(MIN_RECONNECTION_TIME))
+        })
+    }
+
+    fn scheduled(&mut self, scheduled: &Scheduled<'_>) {
+        self.notice = Some(Reconnect {
+            retry: scheduled.retry,
+            reason: scheduled.error.kind(),
+            error: scheduled.error.clone(),
+            delay: scheduled.delay,
+            delay_source: scheduled.delay_source,
+            last_event_id: self.last_event_id.clone(),
+        });
+    }
+
+    fn recovered(&mut self, _how: Recovered) {}
+
+    fn finish(&mut self, _report: Report) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// One thing an [`EventSource`] hands out. Events and comments borrow from the reader's
@@ -391,99 +554,21 @@ pub struct Reconnect {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct EventSource {
-    client: Arc<Inner>,
-    url: String,
-    method: Method,
-    body: Option<Vec<u8>>,
-    /// Every request's headers but `Last-Event-ID`.
-    headers: Vec<(HeaderName, HeaderValue)>,
-    limits: Limits,
-    comments: bool,
-    reconnect_on_eof: bool,
-    attempts: Attempts,
-    /// The last event ID as of the last connection that ended (the open one's parser has
-    /// the current one).
-    last_event_id: String,
-    /// The last `retry` field's value, kept across connections.
-    reconnection_time: Option<Duration>,
-    open: Option<Open>,
-    /// The wait before the next connection.
-    wait: Option<Duration>,
-    /// A reconnect to hand out before anything else.
-    notice: Option<Reconnect>,
-    state: State,
-}
-
-/// The response being read.
-struct Open {
-    reader: EventReader<BufReader<BodyRead>>,
-    /// Whether this connection delivered anything yet.
-    delivered: bool,
-}
-
-#[derive(Debug)]
-enum State {
-    Running,
-    /// A 204, or a clean end without reconnecting.
-    Ended,
-    Failed(Error),
-}
-
-/// One unit of progress of [`EventSource::step`].
-enum Step {
-    Continue,
-    /// The reader holds an item for the caller.
-    Ready,
-    End,
+    call: Call<Feed>,
 }
 
 impl fmt::Debug for EventSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventSource")
-            .field("url", &crate::redact::redact_userinfo(&self.url))
-            .field("method", &self.method)
+            .field("url", &crate::redact::redact_userinfo(&self.call.proto.url))
+            .field("method", &self.call.proto.method)
             .field("last_event_id", &self.last_event_id())
-            .field("attempt", &self.attempts.attempt())
-            .field("state", &self.state)
+            .field("call", &self.call)
             .finish_non_exhaustive()
     }
 }
 
-impl Client {
-    /// An event source for any Server-Sent Events endpoint at `url` (a full URL, not
-    /// relative to the base URL), sharing this client's connection pool, TLS settings,
-    /// proxy, timeouts, API key, extra headers and retry policy.
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// use oai_sse::{Client, OwnedSourceEvent};
-    ///
-    /// let client = Client::builder().api_key("sk-...").build()?;
-    /// let source = client
-    ///     .events("https://example.com/mcp")
-    ///     .header("Mcp-Session-Id", "1868a90c")
-    ///     .post("application/json", r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
-    ///     .build()?;
-    /// for item in source {
-    ///     if let OwnedSourceEvent::Event(event) = item? {
-    ///         println!("{}", event.data);
-    ///     }
-    /// }
-    /// # Ok::<(), oai_sse::Error>(())
-    /// ```
-    pub fn events(&self, url: impl Into<String>) -> EventSourceBuilder {
-        EventSourceBuilder::new(Some(self.clone()), url.into())
-    }
-}
-
 impl EventSource {
-    /// A builder for a one-off source with a default [`Client`] of its own (build a client
-    /// and use [`Client::events`] to share its pool and settings).
-    pub fn builder(url: impl Into<String>) -> EventSourceBuilder {
-        EventSourceBuilder::new(None, url.into())
-    }
-
     /// The next item, or `None` once the server ended the stream for good (`204 No
     /// Content`, or a clean end with [`reconnect_on_eof(false)`](EventSourceBuilder::reconnect_on_eof)).
     /// Connects, reconnects and waits inside; each reconnect is handed out first as a
@@ -497,17 +582,17 @@ impl EventSource {
     /// call returns the same error.
     pub fn next_event(&mut self) -> Result<Option<SourceEvent<'_>>, Error> {
         loop {
-            if let Some(reconnect) = self.notice.take() {
+            if let Some(reconnect) = self.call.proto.notice.take() {
                 return Ok(Some(SourceEvent::Reconnect(reconnect)));
             }
-            match self.step()? {
+            match self.call.step()? {
                 Step::Continue => {}
                 Step::Ready => break,
                 Step::End => return Ok(None),
             }
         }
         // Fetched after the loop: see `EventReader::advance`.
-        let Some(open) = self.open.as_mut() else {
+        let Some(open) = self.call.open.as_mut() else {
             return Ok(None);
         };
         match open.reader.item() {
@@ -524,205 +609,19 @@ impl EventSource {
 
     /// The last event ID: what a reconnect would send now (empty: nothing).
     pub fn last_event_id(&self) -> &str {
-        match &self.open {
-            Some(open) => open.reader.parser().last_event_id(),
-            None => &self.last_event_id,
-        }
+        &self.call.proto.last_event_id
     }
 
-    /// The reconnection time from the stream's last `retry` field, if one came.
+    /// The reconnection time from the stream's last `retry` field, if one came (a reconnect
+    /// waits at least [`MIN_RECONNECTION_TIME`] whatever it says).
     pub fn reconnection_time(&self) -> Option<Duration> {
-        let open = self.open.as_ref();
-        let now = open.and_then(|o| o.reader.parser().retry());
-        now.map(Duration::from_millis).or(self.reconnection_time)
+        self.call.proto.reconnection_time
     }
 
     /// A handle that cancels this source from another thread (it then fails with
     /// [`Error::Cancelled`]).
     pub fn cancel_handle(&self) -> CancelHandle {
-        self.attempts.cancel().clone()
-    }
-
-    /// One unit of progress: connect, read one item, end, or fail.
-    fn step(&mut self) -> Result<Step, Error> {
-        match &self.state {
-            State::Running => {}
-            State::Ended => return Ok(Step::End),
-            State::Failed(err) => return Err(err.clone()),
-        }
-        // Also between events: a cancel must stop what is already buffered, not only a read
-        // that blocks.
-        if self.attempts.cancel().is_cancelled() {
-            return self.end(Error::Cancelled);
-        }
-        let Some(open) = self.open.as_mut() else {
-            return self.connect();
-        };
-        match open.reader.advance() {
-            Ok(true) => {
-                if !open.delivered {
-                    open.delivered = true;
-                    self.attempts.fresh_budget();
-                }
-                if open.reader.parser().has_comment() && !self.comments {
-                    return Ok(Step::Continue);
-                }
-                Ok(Step::Ready)
-            }
-            Ok(false) => {
-                // Shutting a socket down (cancel, a limit) can look like a clean end.
-                if let Some(err) = interrupted(open.reader.get_ref().get_ref().attempt()) {
-                    return self.failed(err);
-                }
-                if !self.reconnect_on_eof {
-                    self.close();
-                    self.state = State::Ended;
-                    return Ok(Step::End);
-                }
-                let end = io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the server ended the event stream",
-                );
-                self.failed(Error::io(FailureKind::UnexpectedEof, end))
-            }
-            Err(err) => {
-                let err = read_failure(err, open);
-                self.failed(err)
-            }
-        }
-    }
-
-    /// Waits out the reconnection time, sends the request and opens its answer.
-    fn connect(&mut self) -> Result<Step, Error> {
-        let cancel = self.attempts.cancel().clone();
-        if let Some(wait) = self.wait.take() {
-            if !cancel.sleep(wait) {
-                return self.end(Error::Cancelled);
-            }
-        }
-        if cancel.is_cancelled() {
-            return self.end(Error::Cancelled);
-        }
-        let mut headers = self.headers.clone();
-        if !self.last_event_id.is_empty() {
-            // Ids are UTF-8 without NUL, CR or LF; other control characters cannot go in a
-            // header, and are left out rather than failing the source.
-            match HeaderValue::from_bytes(self.last_event_id.as_bytes()) {
-                Ok(value) => headers.push((LAST_EVENT_ID, value)),
-                Err(_) => log::warn!(
-                    "last event id {:?} cannot be sent as a header; reconnecting without it",
-                    self.last_event_id
-                ),
-            }
-        }
-        let io = AttemptIo::new(&cancel, self.limits, None);
-        log::debug!(
-            "attempt {}: {} {}",
-            self.attempts.attempt(),
-            self.method,
-            crate::redact::redact_userinfo(&self.url)
-        );
-        let request = Request {
-            method: self.method.clone(),
-            url: &self.url,
-            headers: &headers,
-            body: self.body.as_deref(),
-        };
-        let response = match self.client.transport.send(&request, &io) {
-            Ok(response) => response,
-            Err(err) => return self.failed(err),
-        };
-        self.attempts.server_answered();
-        let status = response.status;
-        if status == 204 {
-            log::debug!("204 No Content: the event stream is over");
-            self.state = State::Ended;
-            return Ok(Step::End);
-        }
-        if !(200..300).contains(&status) {
-            let err = http_error(response);
-            return self.failed(err);
-        }
-        if let Some(err) = unreadable_encoding(&response) {
-            return self.failed(err);
-        }
-        if response.media_type() != EVENT_STREAM {
-            let content_type = response.media_type();
-            let text = read_bounded(response.body, 1024, ERROR_BODY_TIME);
-            return self.failed(Error::UnexpectedContentType {
-                content_type,
-                snippet: ApiError::from_body(&text).message,
-            });
-        }
-        // Silence is measured from the head on: the first event may be long in coming, but
-        // a feed that says nothing (not even a keep-alive) for the idle limit is dead.
-        io.set_phase(Phase::Body);
-        let parser =
-            Parser::with_limits(self.client.sse_limits).with_last_event_id(&self.last_event_id);
-        let source = BufReader::with_capacity(READ_BUFFER, response.body);
-        self.open = Some(Open {
-            reader: EventReader::with_parser(source, parser),
-            delivered: false,
-        });
-        Ok(Step::Continue)
-    }
-
-    /// Drops the connection, keeping what the stream set: the last event ID and the
-    /// reconnection time.
-    fn close(&mut self) {
-        if let Some(open) = self.open.take() {
-            let parser = open.reader.parser();
-            self.last_event_id.clear();
-            self.last_event_id.push_str(parser.last_event_id());
-            if let Some(ms) = parser.retry() {
-                self.reconnection_time = Some(Duration::from_millis(ms));
-            }
-        }
-    }
-
-    /// The connection failed (or ended): schedule a reconnect, or fail for good.
-    fn failed(&mut self, err: Error) -> Result<Step, Error> {
-        self.close();
-        if matches!(err, Error::Cancelled) {
-            return self.end(err);
-        }
-        let reason = err.kind();
-        let error = err.clone();
-        let last_event_id = (!self.last_event_id.is_empty()).then(|| self.last_event_id.clone());
-        let wait = self
-            .reconnection_time
-            .map_or(Wait::Backoff, Wait::ReconnectionTime);
-        let action = RetryAction::Reconnected { last_event_id };
-        match self.attempts.schedule(err, action, false, wait) {
-            Ok((delay, delay_source)) => {
-                self.wait = Some(delay);
-                self.notice = Some(Reconnect {
-                    retry: self.attempts.attempt().saturating_sub(1),
-                    reason,
-                    error,
-                    delay,
-                    delay_source,
-                    last_event_id: self.last_event_id.clone(),
-                });
-                Ok(Step::Continue)
-            }
-            Err(err) => self.end(err),
-        }
-    }
-
-    /// The source failed for good.
-    fn end(&mut self, err: Error) -> Result<Step, Error> {
-        self.close();
-        self.state = State::Failed(err.clone());
-        Err(err)
-    }
-}
-
-/// A read failure, labelled by the connection's attempt.
-fn read_failure(err: ReadError, open: &Open) -> Error {
-    match err {
-        ReadError::Io(err) => transport::read_error(err, open.reader.get_ref().get_ref().attempt()),
-        ReadError::Sse(err) => err.into(),
+        self.call.attempts.cancel().clone()
     }
 }
 
@@ -731,7 +630,7 @@ impl Iterator for EventSource {
 
     /// The next item, owned; an error is yielded once, then the iteration ends.
     fn next(&mut self) -> Option<Self::Item> {
-        if matches!(self.state, State::Failed(_)) {
+        if self.call.has_failed() {
             return None;
         }
         match self.next_event() {

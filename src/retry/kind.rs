@@ -2,7 +2,7 @@
 //! to the classes the retry policy and callers care about) and [`RetryRecord`] (one retry the
 //! client made). Every layer names failures with these; this module imports nothing of ours.
 
-use std::fmt;
+use std::{fmt, io};
 
 /// Declares [`FailureKind`] from one table: variant, stable name, doc. The names appear in
 /// logs, in `ChatResponse::retries` and in the CLI's JSON, so they are defined here once.
@@ -67,6 +67,13 @@ failure_kinds! {
     HttpStatus => "http_status",
     /// The server sent an error object inside the stream.
     ApiError => "api_error",
+    /// A gateway's error event saying its own connection to the model server failed
+    /// mid-stream (LiteLLM's `APIConnectionError`, OpenRouter's `Provider disconnected`, a
+    /// 502/503/504 or a timeout inside the stream): a break, like a cut connection.
+    UpstreamBroke => "upstream_broke",
+    /// A `200` event stream that ended without a single event: a server bug (llama-cpp-python
+    /// answers a context overflow that way), not a network fault.
+    EmptyStream => "empty_stream",
     /// A complete SSE line carried data that is not a valid chunk.
     MalformedChunk => "malformed_chunk",
     /// The server broke HTTP itself: a malformed status line, headers or chunk framing.
@@ -88,6 +95,49 @@ failure_kinds! {
 }
 
 impl FailureKind {
+    /// Whether this is a connection that broke under an exchange: cut, reset, aborted, or
+    /// gone while writing.
+    pub fn is_broken_connection(self) -> bool {
+        matches!(
+            self,
+            Self::UnexpectedEof
+                | Self::ConnectionReset
+                | Self::ConnectionAborted
+                | Self::BrokenPipe
+        )
+    }
+
+    /// Whether a stream that failed this way broke *under* its exchange, so the rest of the
+    /// answer may still be had (a replay, a continuation): a broken connection, a stall, an
+    /// early end, or an error event in which a gateway says its upstream connection failed.
+    pub fn is_break(self) -> bool {
+        self.is_broken_connection()
+            || matches!(
+                self,
+                Self::FirstByteTimeout
+                    | Self::IdleTimeout
+                    | Self::TimedOut
+                    | Self::IncompleteStream
+                    | Self::UpstreamBroke
+            )
+    }
+
+    /// The kind an I/O error stands for. `WouldBlock` is what a socket read timeout raises on
+    /// some platforms, so it counts as a timeout.
+    pub(crate) fn from_io_kind(kind: io::ErrorKind) -> Self {
+        match kind {
+            io::ErrorKind::UnexpectedEof => Self::UnexpectedEof,
+            io::ErrorKind::ConnectionReset => Self::ConnectionReset,
+            io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected => {
+                Self::ConnectionAborted
+            }
+            io::ErrorKind::BrokenPipe => Self::BrokenPipe,
+            io::ErrorKind::ConnectionRefused => Self::ConnectionRefused,
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::TimedOut,
+            _ => Self::Other,
+        }
+    }
+
     /// The kind with this [`as_str`](Self::as_str) name.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.iter().copied().find(|kind| kind.as_str() == name)
@@ -125,15 +175,20 @@ impl<'de> serde::Deserialize<'de> for FailureKind {
 #[serde(tag = "action", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum RetryAction {
-    /// The request was sent again and the answer started over (a chat caller first gets
-    /// a `Restart` event and discards what it showed).
+    /// The request was sent again and the answer started over. What the new answer repeats
+    /// of the delivered one is swallowed; only an answer that differs reaches a chat caller,
+    /// after a `Restart` event.
     Restarted,
     /// The stream was continued from this byte offset of the response body (llama.cpp's
-    /// stream replay): nothing was generated twice, nothing shown is discarded.
+    /// stream replay, verified on an overlap): nothing was generated twice, nothing shown is
+    /// discarded.
     Resumed {
         /// Bytes of the (de-chunked) event stream already read.
         offset: u64,
     },
+    /// The request was sent again with the delivered text as a final assistant message,
+    /// which the server continued: only the rest was generated, nothing shown is discarded.
+    Continued,
     /// An event stream was reopened, sending this `Last-Event-ID` (none if no event had an
     /// id yet).
     Reconnected {
@@ -143,12 +198,25 @@ pub enum RetryAction {
     },
 }
 
+impl RetryAction {
+    /// A short lowercase name: `restarted`, `resumed`, `continued`, `reconnected`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Restarted => "restarted",
+            Self::Resumed { .. } => "resumed",
+            Self::Continued => "continued",
+            Self::Reconnected { .. } => "reconnected",
+        }
+    }
+}
+
 /// One retry the client made: which attempt failed, why, how long it waited, and how it
-/// carried on.
+/// carried on. One break is one record, whatever it took to recover from it.
 ///
 /// As JSON (the CLI's `retries` entries):
-/// `{"attempt":1,"reason":"unexpected_eof","delay_ms":90,"action":"resumed","offset":5812}`.
+/// `{"attempt":1,"reason":"unexpected_eof","delay_ms":90,"action":"resumed","offset":5812,"at_byte":6020}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct RetryRecord {
     /// The attempt that failed (1-based).
     pub attempt: u32,
@@ -159,6 +227,37 @@ pub struct RetryRecord {
     /// What the next attempt did.
     #[serde(flatten)]
     pub action: RetryAction,
+    /// Bytes of the event stream the failed attempt had read when it broke (0: it broke
+    /// before any).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at_byte: u64,
+    /// Why a better way of carrying on was passed over, in words (`the server cannot resume
+    /// (404)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed_over: Option<String>,
+    /// Tokens the server reported generating in the attempt this retry led to
+    /// (`usage.completion_tokens`), when it reported usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl RetryRecord {
+    /// A record of attempt `attempt` failing with `reason`, then `action` after `delay_ms`.
+    pub fn new(attempt: u32, reason: FailureKind, delay_ms: u64, action: RetryAction) -> Self {
+        Self {
+            attempt,
+            reason,
+            delay_ms,
+            action,
+            at_byte: 0,
+            passed_over: None,
+            tokens: None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +296,10 @@ mod tests {
                 r#"{"attempt":1,"reason":"unexpected_eof","delay_ms":262,"action":"resumed","offset":5812}"#,
             ),
             (
+                RetryAction::Continued,
+                r#"{"attempt":1,"reason":"unexpected_eof","delay_ms":262,"action":"continued"}"#,
+            ),
+            (
                 RetryAction::Reconnected {
                     last_event_id: Some("41".into()),
                 },
@@ -210,12 +313,7 @@ mod tests {
             ),
         ];
         for (action, want) in table {
-            let record = RetryRecord {
-                attempt: 1,
-                reason: FailureKind::UnexpectedEof,
-                delay_ms: 262,
-                action,
-            };
+            let record = RetryRecord::new(1, FailureKind::UnexpectedEof, 262, action);
             let json = serde_json::to_string(&record).expect("serializable");
             assert_eq!(json, want);
             assert_eq!(

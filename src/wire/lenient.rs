@@ -8,7 +8,7 @@ use std::fmt;
 use super::capped::JsonText;
 
 /// `null` reads as the type's default.
-pub(super) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + Default,
@@ -18,7 +18,7 @@ where
 
 /// Tool arguments: a JSON string as-is, `null` as empty, any other value as its compact JSON
 /// text (written as it is read, never built as a `Value`: see `capped`).
-pub(super) fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     struct V;
     impl<'de> Visitor<'de> for V {
         type Value = String;
@@ -70,7 +70,7 @@ pub(super) fn arguments_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, 
 
 /// An optional string that borrows from the input when it has no escapes. Numbers and booleans
 /// are accepted as their text (some servers send numeric ids).
-pub(super) fn opt_cow<'de: 'a, 'a, D: Deserializer<'de>>(
+pub(crate) fn opt_cow<'de: 'a, 'a, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Cow<'a, str>>, D::Error> {
     struct V;

@@ -12,7 +12,7 @@
 
 use super::attempt::{self, AttemptIo};
 use super::dial::{DialError, Dialer, Target};
-use crate::kind::FailureKind;
+use crate::retry::FailureKind;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;

@@ -1,13 +1,15 @@
-//! The retry loop's state, shared by chat streams and event sources: which attempt this is,
-//! what was tried, how much of the budget is left, and the waits between attempts.
+//! One call's retry budget: which attempt this is, what was tried, how much of the budget is
+//! left, and how long to wait before the next attempt.
 //!
-//! The decisions are [`retry::decide`]'s (pure); this adds the clock, the cancellable sleep,
-//! the history and the caller's hook.
+//! The decisions are [`retry::decide`](crate::retry::decide)'s (pure); this adds the clock,
+//! the history and the caller's hook. The driver sleeps.
 
 use crate::cancel::CancelHandle;
 use crate::error::{AfterRetries, Error};
-use crate::kind::{RetryAction, RetryRecord};
-use crate::retry::{Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, server_down};
+use crate::retry::{
+    Decision, RetryAction, RetryPolicy, RetryRecord, Rng, Situation, Verdict, classify, decide,
+    server_down,
+};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,10 +22,15 @@ pub type RetryHook = Arc<dyn Fn(&RetryNotice<'_>) + Send + Sync>;
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct RetryNotice<'a> {
-    /// The retry about to happen (1-based).
+    /// The retry about to happen (1-based), counted against `max_retries`; for a wait for a
+    /// server that is down ([`waiting`](Self::waiting)), the retries made so far.
     pub retry: u32,
     /// The policy's `max_retries`.
     pub max_retries: u32,
+    /// Set when this is a wait for a server that refuses connections or is loading its
+    /// model (503), which does not count against `max_retries`: how long the server has been
+    /// down, and the policy's `max_wait_for_server`.
+    pub waiting: Option<(Duration, Duration)>,
     /// The wait before it.
     pub delay: Duration,
     /// Why the attempt failed.
@@ -91,6 +98,9 @@ pub(crate) struct Attempts {
     down_retries: u32,
     /// When the current outage (refused, 503) began.
     down_since: Option<Instant>,
+    /// Some server answered at this address (this call, or earlier ones of the client): a
+    /// refused connection then means it went away, and is waited for.
+    answered: bool,
     history: Vec<RetryRecord>,
 }
 
@@ -110,6 +120,7 @@ impl Attempts {
         hook: Option<RetryHook>,
         jitter_seed: Option<u64>,
         deadline: Option<Duration>,
+        answered: bool,
     ) -> Self {
         Self {
             policy,
@@ -122,6 +133,7 @@ impl Attempts {
             counted: 0,
             down_retries: 0,
             down_since: None,
+            answered,
             history: Vec::new(),
         }
     }
@@ -156,6 +168,7 @@ impl Attempts {
     /// The server answered (any status): an outage, if there was one, is over.
     pub(crate) fn server_answered(&mut self) {
         self.down_since = None;
+        self.answered = true;
     }
 
     /// A connection of a long-lived stream worked (it delivered something): the next
@@ -171,60 +184,55 @@ impl Attempts {
         self.history.clear();
     }
 
-    /// After the current attempt failed with `err`: decides whether to try again and, if
-    /// so, tells the hook, records the retry, waits and moves to the next attempt.
+    /// After the current attempt failed with `err` at byte `at_byte` of its stream: decides
+    /// whether to try again and, if so, tells the hook, records the retry and moves to the
+    /// next attempt; returns how long to wait before it, and why that long. The caller
+    /// sleeps (with [`CancelHandle::sleep`]) — an event source first hands the reconnect to
+    /// its caller.
     ///
     /// # Errors
     ///
     /// The error to return to the caller: `err` itself when no retry was ever made, wrapped
-    /// in [`Error::AfterRetries`] otherwise, or [`Error::Cancelled`] if cancelled while
-    /// waiting.
-    pub(crate) fn retry(
-        &mut self,
-        err: Error,
-        action: RetryAction,
-        restart_after_output: bool,
-        wait: Wait,
-    ) -> Result<(), Error> {
-        let (delay, _) = self.schedule(err, action, restart_after_output, wait)?;
-        if !self.cancel.sleep(delay) {
-            return Err(Error::Cancelled);
-        }
-        Ok(())
-    }
-
-    /// [`retry`](Self::retry) without the wait: decides, tells the hook, records the retry
-    /// and moves to the next attempt; returns how long to wait before it, and why that long.
-    /// The caller sleeps (with [`CancelHandle::sleep`]) — an event source first hands the
-    /// reconnect to its caller.
-    ///
-    /// # Errors
-    ///
-    /// As [`retry`](Self::retry), but never [`Error::Cancelled`] from a wait.
+    /// in [`Error::AfterRetries`] otherwise.
     pub(crate) fn schedule(
         &mut self,
         err: Error,
         action: RetryAction,
-        restart_after_output: bool,
+        at_byte: u64,
         wait: Wait,
     ) -> Result<(Duration, DelaySource), Error> {
-        let down = server_down(&err);
+        let failure = err.failure();
+        // A refusal from an address where nothing ever answered is a wrong address (or a
+        // server not started yet), waited for only if the policy says so.
+        let down = server_down(&failure)
+            && (self.answered
+                || self.policy.wait_for_unseen_server
+                || failure.kind != crate::retry::FailureKind::ConnectionRefused);
         if down && self.down_since.is_none() {
             self.down_since = Some(Instant::now());
         }
         if !down {
             self.down_since = None;
         }
+        let mut policy_view = None;
+        if server_down(&failure) && !down {
+            // Counted like any failure: no wait budget for it.
+            policy_view = Some(RetryPolicy {
+                max_wait_for_server: None,
+                ..self.policy.clone()
+            });
+        }
+        let policy = policy_view.as_ref().unwrap_or(&self.policy);
         let situation = Situation {
             retries_done: self.counted,
             down_retries: self.down_retries,
-            restart_after_output,
+            restart_after_output: false,
             elapsed: self.started.elapsed(),
             deadline: self.deadline,
             server_down_for: self.down_since.map(|since| since.elapsed()),
         };
         let now = SystemTime::now();
-        let delay = match decide(&err, &self.policy, &situation, now, &mut self.rng) {
+        let delay = match decide(&failure, policy, &situation, now, &mut self.rng) {
             Decision::Retry(delay) => delay,
             Decision::GiveUp => {
                 log::debug!("attempt {} failed, not retried: {err}", self.attempt);
@@ -236,7 +244,7 @@ impl Attempts {
             }
         };
         let server_delay = matches!(
-            classify(&err, &self.policy, now),
+            classify(&failure, &self.policy, now),
             Verdict::Transient {
                 server_delay: Some(_)
             }
@@ -273,7 +281,7 @@ impl Attempts {
                 return Err(self.give_up(err, true));
             }
         }
-        self.record(&err, action, delay, down);
+        self.record(&err, action, at_byte, delay, down);
         Ok((delay, source))
     }
 
@@ -285,60 +293,91 @@ impl Attempts {
         Duration::try_from_secs_f64(time.as_secs_f64() * spread).map_or(time, |d| d.min(cap))
     }
 
-    /// Moves to the next attempt at once, without a retry decision: a resume the server
-    /// cannot serve falls back to a restart. It still counts against the budget, and a
-    /// restart after output needs the policy's consent.
-    ///
-    /// # Errors
-    ///
-    /// `original` (the failure that broke the stream) when the budget is spent or the policy
-    /// forbids restarting after output.
-    pub(crate) fn fall_back(
-        &mut self,
-        why: &Error,
-        original: Error,
-        restart_after_output: bool,
-    ) -> Result<(), Error> {
-        if restart_after_output && !self.policy.retry_after_output {
-            return Err(self.give_up(original, false));
+    /// The last retry carried on another way than scheduled: `passed_over` says why the
+    /// scheduled way could not be had. The break still costs that one retry.
+    pub(crate) fn amend_last(&mut self, action: RetryAction, passed_over: String) {
+        if let Some(last) = self.history.last_mut() {
+            log::info!(
+                "attempt {}: {} instead: {passed_over}",
+                last.attempt + 1,
+                action.as_str()
+            );
+            last.action = action;
+            last.passed_over = Some(match last.passed_over.take() {
+                Some(earlier) => format!("{earlier}; {passed_over}"),
+                None => passed_over,
+            });
         }
-        if self.counted >= self.policy.max_retries {
-            return Err(self.give_up(original, true));
-        }
-        self.record(why, RetryAction::Restarted, Duration::ZERO, false);
-        Ok(())
     }
 
-    fn record(&mut self, err: &Error, action: RetryAction, delay: Duration, down: bool) {
-        let retry = self.counted + self.down_retries + 1;
+    /// The server reported generating `tokens` in the current attempt.
+    pub(crate) fn note_tokens(&mut self, tokens: Option<u64>) {
+        if let Some(last) = self.history.last_mut() {
+            if last.attempt + 1 == self.attempt {
+                last.tokens = tokens;
+            }
+        }
+    }
+
+    fn record(
+        &mut self,
+        err: &Error,
+        action: RetryAction,
+        at_byte: u64,
+        delay: Duration,
+        down: bool,
+    ) {
+        let waiting = self
+            .down_since
+            .filter(|_| down)
+            .zip(self.policy.max_wait_for_server)
+            .map(|(since, budget)| (since.elapsed(), budget));
+        let retry = if waiting.is_some() {
+            self.counted
+        } else {
+            self.counted + 1
+        };
         // An event source reconnecting after a connection that delivered is routine.
         let level = if retry == 1 && matches!(action, RetryAction::Reconnected { .. }) {
             log::Level::Info
         } else {
             log::Level::Warn
         };
-        log::log!(
-            level,
-            "retry {retry}/{} ({}) after {} ms: {err}",
-            self.policy.max_retries,
-            action_name(&action),
-            delay.as_millis()
-        );
+        match waiting {
+            Some((waited, budget)) => log::log!(
+                level,
+                "waiting for the server ({}): {} s of {} s, next try in {} ms",
+                err.kind(),
+                waited.as_secs(),
+                budget.as_secs(),
+                delay.as_millis()
+            ),
+            None => log::log!(
+                level,
+                "retry {retry}/{} ({}) after {} ms: {err}",
+                self.policy.max_retries,
+                action.as_str(),
+                delay.as_millis()
+            ),
+        }
         if let Some(hook) = &self.hook {
             hook(&RetryNotice {
                 retry,
                 max_retries: self.policy.max_retries,
+                waiting,
                 delay,
                 error: err,
                 action: &action,
             });
         }
-        self.history.push(RetryRecord {
-            attempt: self.attempt,
-            reason: err.kind(),
-            delay_ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        let mut record = RetryRecord::new(
+            self.attempt,
+            err.kind(),
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             action,
-        });
+        );
+        record.at_byte = at_byte;
+        self.history.push(record);
         if down {
             self.down_retries += 1;
         } else {
@@ -361,20 +400,12 @@ impl Attempts {
     }
 }
 
-fn action_name(action: &RetryAction) -> &'static str {
-    match action {
-        RetryAction::Restarted => "restart",
-        RetryAction::Resumed { .. } => "resume",
-        RetryAction::Reconnected { .. } => "reconnect",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::ApiError;
+    use crate::wire::ApiError;
     use crate::error::HttpError;
-    use crate::kind::FailureKind;
+    use crate::retry::FailureKind;
     use std::io;
 
     fn eof() -> Error {
@@ -396,7 +427,7 @@ mod tests {
             jitter,
             ..RetryPolicy::default()
         };
-        Attempts::new(policy, CancelHandle::new(), None, Some(7), None)
+        Attempts::new(policy, CancelHandle::new(), None, Some(7), None, true)
     }
 
     fn reconnect() -> RetryAction {
@@ -440,7 +471,7 @@ mod tests {
             let mut attempts = attempts(0.0);
             for (n, (err, wait, want)) in sequence.iter().enumerate() {
                 let got = attempts
-                    .schedule(err.clone(), reconnect(), false, *wait)
+                    .schedule(err.clone(), reconnect(), 0, *wait)
                     .expect("retried");
                 assert_eq!(got, *want, "sequence {i}, retry {}", n + 1);
                 assert_eq!(attempts.attempt(), n as u32 + 2);
@@ -454,7 +485,7 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
             let (delay, _) = attempts
-                .schedule(eof(), reconnect(), false, Wait::ReconnectionTime(ms(300)))
+                .schedule(eof(), reconnect(), 0, Wait::ReconnectionTime(ms(300)))
                 .expect("retried");
             assert!(delay >= ms(300) && delay < ms(360), "{delay:?}");
             seen.insert(delay);
@@ -469,7 +500,7 @@ mod tests {
         for _ in 0..3 {
             for _ in 0..3 {
                 attempts
-                    .schedule(eof(), reconnect(), false, Wait::Backoff)
+                    .schedule(eof(), reconnect(), 0, Wait::Backoff)
                     .expect("within the budget");
             }
             assert_eq!(attempts.history().len(), 3);
@@ -478,11 +509,11 @@ mod tests {
         }
         for _ in 0..3 {
             attempts
-                .schedule(eof(), reconnect(), false, Wait::Backoff)
+                .schedule(eof(), reconnect(), 0, Wait::Backoff)
                 .expect("within the budget");
         }
         let err = attempts
-            .schedule(eof(), reconnect(), false, Wait::Backoff)
+            .schedule(eof(), reconnect(), 0, Wait::Backoff)
             .expect_err("budget spent");
         match err {
             Error::AfterRetries(after) => {
@@ -500,10 +531,10 @@ mod tests {
             max_elapsed: Some(ms(1000)),
             ..RetryPolicy::default()
         };
-        let mut attempts = Attempts::new(policy, CancelHandle::new(), None, None, None);
+        let mut attempts = Attempts::new(policy, CancelHandle::new(), None, None, None, true);
         // The backoff (250 ms) fits; a 5 s reconnection time does not.
         let err = attempts
-            .schedule(eof(), reconnect(), false, Wait::ReconnectionTime(ms(5000)))
+            .schedule(eof(), reconnect(), 0, Wait::ReconnectionTime(ms(5000)))
             .expect_err("over max_elapsed");
         assert_eq!(err.kind(), FailureKind::UnexpectedEof);
     }

@@ -2,10 +2,9 @@
 //! (what kind of failure, which status, what did the server say, was it retried, would a
 //! retry help), whichever layer noticed the failure.
 
-use crate::chat::{ApiError, ChatError};
-use crate::kind::{FailureKind, RetryRecord};
+use crate::wire::{ApiError, StreamError};
 use crate::redact::sanitize;
-use crate::retry::retry_after;
+use crate::retry::{self, ApiFacts, Failure, FailureKind, HttpFacts, RetryPolicy, RetryRecord, retry_after};
 use crate::sse::SseError;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -51,7 +50,7 @@ pub enum Error {
     /// The chat stream itself was wrong: an error event, a malformed chunk, an early end,
     /// truncated tool-call arguments, a response size limit.
     #[error(transparent)]
-    Stream(#[from] ChatError),
+    Stream(#[from] StreamError),
     /// The event stream crossed a size bound (a line or an event too long). Raise
     /// [`sse::Limits`](crate::sse::Limits) if the server's events are legitimately that large.
     #[error(transparent)]
@@ -215,7 +214,7 @@ impl Error {
     pub fn api_error(&self) -> Option<&ApiError> {
         match self.last() {
             Self::Http(http) => Some(&http.error),
-            Self::Stream(ChatError::Api(api)) => Some(api),
+            Self::Stream(StreamError::Api(api)) => Some(api),
             _ => None,
         }
     }
@@ -246,17 +245,34 @@ impl Error {
     }
 
     /// Whether the (last) failure was of a transient kind under the default
-    /// [`RetryPolicy`](crate::retry::RetryPolicy): trying again later may succeed. A failure
-    /// that exhausted the retry budget is transient; a 400 or a malformed chunk is not.
+    /// [`RetryPolicy`]: trying again later may succeed. A failure that exhausted the retry
+    /// budget is transient; a 400 or a malformed chunk is not. The answer comes from the same
+    /// table as the client's retry decisions ([`retry::classify`]).
     pub fn is_transient(&self) -> bool {
-        match self.last() {
-            Self::Transport(err) => err.kind.is_transient_transport(),
-            Self::Http(http) => matches!(http.status, 408 | 429 | 502 | 503 | 504),
-            Self::Stream(err) => matches!(
-                err.kind(),
-                FailureKind::IncompleteStream | FailureKind::TruncatedToolCallArguments
-            ),
-            _ => false,
+        retry::classify(&self.failure(), &RetryPolicy::default(), SystemTime::now()).is_transient()
+    }
+
+    /// The (last) failure as the facts the retry table reads.
+    pub fn failure(&self) -> Failure<'_> {
+        let last = self.last();
+        let api = last.api_error().map(|api| ApiFacts {
+            message: &api.message,
+            kind: api.kind.as_deref(),
+            code: api.code.as_deref(),
+        });
+        let http = match last {
+            Self::Http(http) => Some(HttpFacts {
+                status: http.status,
+                retry_after: http.retry_after.as_deref(),
+                retry_after_ms: http.retry_after_ms.as_deref(),
+                should_retry: http.should_retry.as_deref(),
+            }),
+            _ => None,
+        };
+        Failure {
+            kind: last.kind(),
+            http,
+            api,
         }
     }
 
@@ -285,11 +301,11 @@ impl Error {
                 http.error = clean_api(std::mem::take(&mut http.error));
                 Self::Http(http)
             }
-            Self::Stream(ChatError::Api(api)) => {
-                Self::Stream(ChatError::Api(Box::new(clean_api(*api))))
+            Self::Stream(StreamError::Api(api)) => {
+                Self::Stream(StreamError::Api(Box::new(clean_api(*api))))
             }
-            Self::Stream(ChatError::MalformedChunk { reason, snippet }) => {
-                Self::Stream(ChatError::MalformedChunk {
+            Self::Stream(StreamError::MalformedChunk { reason, snippet }) => {
+                Self::Stream(StreamError::MalformedChunk {
                     reason: clean(reason),
                     snippet: clean(snippet),
                 })
@@ -311,131 +327,5 @@ impl Error {
     }
 }
 
-impl FailureKind {
-    /// Whether this is a connection that broke under an exchange: cut, reset, aborted, or
-    /// gone while writing.
-    pub(crate) fn is_broken_connection(self) -> bool {
-        matches!(
-            self,
-            Self::UnexpectedEof
-                | Self::ConnectionReset
-                | Self::ConnectionAborted
-                | Self::BrokenPipe
-        )
-    }
-
-    /// Whether a transport failure of this kind is worth retrying (DNS failures are not by
-    /// default: usually a typo).
-    pub(crate) fn is_transient_transport(self) -> bool {
-        self.is_broken_connection()
-            || matches!(
-                self,
-                Self::ConnectionRefused
-                    | Self::ConnectTimeout
-                    | Self::FirstByteTimeout
-                    | Self::IdleTimeout
-                    | Self::TimedOut
-            )
-    }
-
-    /// The kind an I/O error stands for. `WouldBlock` is what a socket read timeout raises on
-    /// some platforms, so it counts as a timeout.
-    pub(crate) fn from_io_kind(kind: io::ErrorKind) -> Self {
-        match kind {
-            io::ErrorKind::UnexpectedEof => Self::UnexpectedEof,
-            io::ErrorKind::ConnectionReset => Self::ConnectionReset,
-            io::ErrorKind::ConnectionAborted | io::ErrorKind::NotConnected => {
-                Self::ConnectionAborted
-            }
-            io::ErrorKind::BrokenPipe => Self::BrokenPipe,
-            io::ErrorKind::ConnectionRefused => Self::ConnectionRefused,
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => Self::TimedOut,
-            _ => Self::Other,
-        }
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kind::RetryAction;
-
-    #[test]
-    fn error_stays_small() {
-        // `Result<_, Error>` travels through every layer; grow it only on purpose.
-        assert!(
-            std::mem::size_of::<Error>() <= 56,
-            "{}",
-            std::mem::size_of::<Error>()
-        );
-    }
-
-    fn http(status: u16) -> Error {
-        Error::Http(Box::new(HttpError {
-            status,
-            error: ApiError {
-                message: "slow down".into(),
-                ..ApiError::default()
-            },
-            retry_after: None,
-            retry_after_ms: None,
-            should_retry: None,
-        }))
-    }
-
-    fn after(last: Error, exhausted: bool) -> Error {
-        Error::AfterRetries(Box::new(AfterRetries {
-            attempts: 2,
-            last,
-            history: vec![RetryRecord {
-                attempt: 1,
-                reason: FailureKind::HttpStatus,
-                delay_ms: 250,
-                action: RetryAction::Restarted,
-            }],
-            exhausted,
-        }))
-    }
-
-    #[test]
-    fn helpers_look_through_retries() {
-        let err = after(http(429), true);
-        assert_eq!(err.status(), Some(429));
-        assert_eq!(err.kind(), FailureKind::HttpStatus);
-        assert_eq!(
-            err.api_error().map(|e| e.message.as_str()),
-            Some("slow down")
-        );
-        assert_eq!(err.retries().len(), 1);
-        assert!(err.is_transient());
-        assert_eq!(
-            err.to_string(),
-            "gave up after 2 attempts: http 429: slow down"
-        );
-
-        let err = after(http(400), false);
-        assert!(!err.is_transient());
-        assert_eq!(err.to_string(), "http 400: slow down (after 1 retry)");
-
-        let eof = Error::io(
-            FailureKind::UnexpectedEof,
-            io::Error::new(io::ErrorKind::UnexpectedEof, "peer closed"),
-        );
-        assert_eq!(eof.to_string(), "unexpected eof: peer closed");
-        assert!(eof.is_transient());
-        assert_eq!(eof.status(), None);
-        assert_eq!(
-            eof.transport().map(|t| t.io_error().kind()),
-            Some(io::ErrorKind::UnexpectedEof)
-        );
-        let idle = Error::Transport(TransportError::timeout(
-            FailureKind::IdleTimeout,
-            Duration::from_secs(60),
-        ));
-        assert_eq!(idle.to_string(), "idle timeout (60000 ms)");
-        assert_eq!(
-            idle.transport().and_then(TransportError::limit),
-            Some(Duration::from_secs(60))
-        );
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@
 //! [`CancelHandle`]. Everything runs on the caller's thread; nothing here spawns one.
 
 use crate::cancel::{CancelHandle, KillSwitch, Registration};
-use crate::kind::FailureKind;
+use crate::retry::FailureKind;
 use std::cell::RefCell;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};

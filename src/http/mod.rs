@@ -18,14 +18,19 @@
 
 mod attempt;
 mod dial;
+mod response;
 mod socket;
 mod tls;
 
 pub(crate) use attempt::{AttemptIo, Limits, Phase};
+pub(crate) use response::{
+    ERROR_BODY_TIME, HasAttempt, MAX_ERROR_BODY, drain, http_error, interrupted, read_bounded,
+    unexpected_type, unreadable_encoding,
+};
 pub(crate) use tls::{SSL_CERT_FILE, TlsSettings};
 
 use crate::error::{Error, TransportError};
-use crate::kind::FailureKind;
+use crate::retry::FailureKind;
 use dial::Dialer;
 use socket::{MarkConnected, SocketConnector};
 use std::io::{self, Read};
