@@ -55,6 +55,7 @@ mod attempts;
 mod cancel;
 mod chat;
 mod client;
+mod conversation_id;
 mod error;
 mod event_source;
 mod kind;
