@@ -55,6 +55,7 @@ mod call;
 mod cancel;
 mod chat;
 mod client;
+mod conversation_id;
 mod error;
 mod http;
 #[cfg(feature = "mock")]

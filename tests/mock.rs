@@ -1671,25 +1671,19 @@ impl Drop for Child {
     }
 }
 
+/// Starts `oai-sse` with `args` (a `mock` listening on port 0): the child, the address it
+/// printed, and its later stderr lines.
 #[cfg(feature = "cli")]
-#[test]
-fn the_cli_serves_replay_feeds_and_the_new_faults() {
+fn cli_mock(
+    args: &[&str],
+) -> (
+    Child,
+    std::net::SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::process::{Command, Stdio};
     use std::sync::mpsc;
 
-    let args = [
-        "mock",
-        "--listen",
-        "127.0.0.1:0",
-        "--replay-ttl",
-        "0.3",
-        "--tool",
-        r#"f={"a":1}"#,
-        "--fault",
-        "ring=50",
-        "--fault",
-        "close-after-response,after=2",
-    ];
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_oai-sse"))
             .args(args)
@@ -1715,6 +1709,26 @@ fn the_cli_serves_replay_feeds_and_the_new_faults() {
         .unwrap_or_else(|| panic!("{first}"))
         .parse()
         .unwrap();
+    (child, addr, log)
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_serves_replay_feeds_and_the_new_faults() {
+    let args = [
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--replay-ttl",
+        "0.3",
+        "--tool",
+        r#"f={"a":1}"#,
+        "--fault",
+        "ring=50",
+        "--fault",
+        "close-after-response,after=2",
+    ];
+    let (_child, addr, log) = cli_mock(&args);
     let get = |target: &str| {
         let mut r = BufReader::new(connect_to(addr));
         send(r.get_mut(), "GET", target, "");
@@ -1771,5 +1785,66 @@ fn the_cli_serves_replay_feeds_and_the_new_faults() {
                     .unwrap_or_else(|_| panic!("{want:?} in {lines:?}")),
             );
         }
+    }
+}
+
+#[cfg(feature = "cli")]
+#[test]
+fn the_cli_continues_a_final_assistant_message_as_llama_cpp() {
+    let args = [
+        "mock",
+        "--listen",
+        "127.0.0.1:0",
+        "--reply",
+        "Hello big world",
+        "--continuation",
+        "continues",
+        "--server-header",
+        "llama.cpp",
+        "--header",
+        "llm_provider-server: llama.cpp",
+    ];
+    let (_child, addr, _log) = cli_mock(&args);
+    let body = json!({"model": "m", "stream": true,
+        "continue_final_message": true, "add_generation_prompt": false,
+        "messages": [{"role": "user", "content": "hi"},
+                     {"role": "assistant", "content": "Hello b"}]});
+    let mut r = BufReader::new(connect_to(addr));
+    post(r.get_mut(), &body, "");
+    let chat = read_response(&mut r);
+    assert_eq!(content_of(&chat), "ig world");
+    assert_eq!(chat.header("server"), Some("llama.cpp"));
+    assert_eq!(chat.header("llm_provider-server"), Some("llama.cpp"));
+
+    for (option, value) in [
+        ("--continuation", "sometimes"),
+        ("--header", "Connection: close"),
+        ("--header", "no colon"),
+        ("--server-header", "a\u{7}b"),
+    ] {
+        // A usage error ends the process before it listens; should it listen instead, the
+        // bounded wait for its stderr to close fails the test and the drop kills it.
+        let mut child = Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_oai-sse"))
+                .args(["mock", "--listen", "127.0.0.1:0", option, value])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn oai-sse mock"),
+        );
+        let mut stderr = child.0.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            let _ = tx.send(text);
+        });
+        let stderr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("{option} {value:?}: still running"));
+        let status = child.0.wait().expect("exit status");
+        assert_eq!(status.code(), Some(2), "{option} {value:?}: {stderr}");
+        assert!(stderr.contains(option), "{stderr}");
     }
 }

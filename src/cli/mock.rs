@@ -2,7 +2,9 @@
 
 use super::Failure;
 use super::args::{Args, UsageError};
-use oai_sse::mock::{FaultRule, MockServer, RecordedRequest, Replies, Schedule, Script};
+use oai_sse::mock::{
+    Continuation, FaultRule, MockServer, RecordedRequest, Replies, Schedule, Script,
+};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::thread;
 use std::time::Duration;
@@ -10,6 +12,8 @@ use std::time::Duration;
 pub const HELP: &str = "\
 usage: oai-sse mock [--listen ADDR] [--fault SPEC]... [--reply TEXT] [--reasoning TEXT]
                     [--tool NAME=JSON_ARGS]... [--model NAME] [--replay-ttl S]
+                    [--continuation continues|echoes|ignores] [--server-header VALUE]
+                    [--header 'NAME: VALUE']...
 
 Serves a fault-injecting OpenAI-compatible chat server until killed (Ctrl-C), for any client:
 curl, other SDKs, your own code. Prints `oai-sse mock listening on http://ADDR/v1` on stderr
@@ -21,7 +25,9 @@ once it accepts connections, then logs each request (RUST_LOG=warn silences that
                              finish reason, usage if stream_options.include_usage, then
                              data: [DONE]; without it, one chat.completion JSON body.
                              With an X-Conversation-Id: ID header, a streamed reply is kept
-                             for replay (llama.cpp's resume protocol)
+                             for replay (llama.cpp's resume protocol). usage counts the
+                             pieces generated as completion tokens. A request ending with
+                             an assistant message PREFIX may be continued (--continuation)
   GET  /v1/stream?conv_id=ID&from=N
                              replays the kept SSE bytes of ID from byte N (default 0): 200
                              text/event-stream; 400 \"Missing conversation id in path\",
@@ -60,6 +66,16 @@ options:
   --model NAME           the model /v1/models lists and replies name when a request gives none
                          (default mock-model; otherwise the request's model is echoed)
   --replay-ttl S         how long a kept reply stays replayable (default 300 seconds)
+  --continuation MODE    what a request ending with {\"role\":\"assistant\",\"content\":PREFIX}
+                         gets: the reply after PREFIX when flagged \"continue_final_message\":
+                         true, \"add_generation_prompt\": false (continues, like vLLM);
+                         PREFIX, then the reply after it, flags or not (echoes, like
+                         llama.cpp without the flags); the whole reply (ignores, default).
+                         A reply that does not start with PREFIX is sent whole; a prefilled
+                         reply has no reasoning; a prefilled request with n > 1 gets 400
+  --server-header VALUE  the Server header of every response (e.g. llama.cpp)
+  --header 'NAME: VALUE' a header on every response (repeatable; e.g.
+                         'llm_provider-server: llama.cpp', as LiteLLM sends)
 
 fault specs: FAULT[=VALUE][,OPTION=VALUE]...
   N counts bytes of the whole response: status line, headers and chunk framing. S is seconds
@@ -125,6 +141,9 @@ pub const TAKES_VALUE: &[&str] = &[
     "--tool",
     "--model",
     "--replay-ttl",
+    "--continuation",
+    "--server-header",
+    "--header",
 ];
 
 /// How often new requests are looked for, to log them.
@@ -140,6 +159,9 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
     let tools = args.values(&["--tool"])?;
     let model: Option<String> = args.value(&["--model"])?;
     let replay_ttl: Option<String> = args.value(&["--replay-ttl"])?;
+    let continuation: Option<String> = args.value(&["--continuation"])?;
+    let server_header: Option<String> = args.value(&["--server-header"])?;
+    let headers = args.values(&["--header"])?;
     args.finish(0)?;
 
     let mut script = Script::new();
@@ -178,6 +200,29 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
             .ok_or_else(|| UsageError(format!("--replay-ttl {ttl:?}: expected seconds")))?;
         replies = replies.replay_ttl(secs);
     }
+    if let Some(mode) = continuation {
+        replies = replies.continuation(match mode.as_str() {
+            "continues" => Continuation::Continues,
+            "echoes" => Continuation::Echoes,
+            "ignores" => Continuation::Ignores,
+            _ => {
+                let why = format!("--continuation {mode:?}: expected continues, echoes or ignores");
+                return Err(UsageError(why).into());
+            }
+        });
+    }
+    if let Some(value) = server_header {
+        check_header("--server-header", "Server", &value)?;
+        replies = replies.server_header(value);
+    }
+    for header in &headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| UsageError(format!("--header {header:?}: expected 'NAME: VALUE'")))?;
+        let (name, value) = (name.trim(), value.trim());
+        check_header("--header", name, value)?;
+        replies = replies.header(name, value);
+    }
     let addrs = loopback_addrs(&listen)?;
 
     let server = MockServer::start_on(&addrs[..], replies)
@@ -193,6 +238,23 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         }
         seen = total;
     }
+}
+
+/// A usage error for a header [`Replies::header`] refuses (it panics on them): a name that is
+/// no HTTP token or frames the response, a value with a control character.
+fn check_header(option: &str, name: &str, value: &str) -> Result<(), UsageError> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let framing = ["content-length", "transfer-encoding", "connection"];
+    let why = if name.is_empty() || !name.bytes().all(token) {
+        "the name is not an HTTP token"
+    } else if framing.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        "the mock frames its responses itself"
+    } else if value.chars().any(|c| c.is_control() && c != '\t') {
+        "the value has a control character"
+    } else {
+        return Ok(());
+    };
+    Err(UsageError(format!("{option} {name}: {value:?}: {why}")))
 }
 
 /// The loopback addresses `listen` stands for; anything else is a usage error.

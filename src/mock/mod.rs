@@ -8,14 +8,20 @@
 //!   (`reasoning_content`) and content word by word, tool-call arguments in ~8-byte pieces, the
 //!   `finish_reason` chunk, a usage chunk if `stream_options.include_usage`, then
 //!   `data: [DONE]`; otherwise one `chat.completion` JSON body. The `model` field echoes the
-//!   request's.
+//!   request's. `usage.completion_tokens` counts the content, reasoning and tool-argument
+//!   pieces generated ([`MockServer::generated_tokens`] adds them up); `prompt_tokens` the
+//!   words of the messages. A request ending with an assistant message may be continued,
+//!   below.
 //! - `GET /v1/stream?conv_id=ID&from=N` and `DELETE /v1/stream?conv_id=ID`: llama.cpp's stream
 //!   replay, below.
 //! - `GET` or `POST /v1/events?QUERY`: a generic numbered event feed for EventSource clients,
 //!   configured by its query ([`FeedSpec`]).
 //! - `GET /v1/models` lists the model; anything else is a 404 with an OpenAI error body.
 //!
-//! Connections are kept alive unless the client says `Connection: close`. Every request is
+//! Every response carries the server's extra headers ([`Replies::server_header`], e.g.
+//! `Server: llama.cpp`, by which clients recognise llama.cpp; [`Replies::header`], e.g.
+//! LiteLLM's `llm_provider-server: llama.cpp`). Connections are kept alive unless the client
+//! says `Connection: close`. Every request is
 //! recorded ([`MockServer::requests`]) without its `Authorization` value, with the connection
 //! it came on. [`Script::sse_events`] and [`FeedSpec::body`] render the exact fault-free
 //! bodies without a server.
@@ -44,6 +50,25 @@
 //! as llama.cpp sends them. Sessions expire [`DEFAULT_REPLAY_TTL`] (300 s) after they are
 //! stored ([`Replies::replay_ttl`] changes it); a server keeps at most [`MAX_STREAM_SESSIONS`]
 //! (the oldest goes) of at most [`MAX_RING_BYTES`] each.
+//!
+//! # Continuing a final assistant message
+//!
+//! A chat request whose last message is `{"role":"assistant","content":PREFIX}` asks to go on
+//! from PREFIX. The server's [`Continuation`] ([`Replies::continuation`]) says what it does:
+//!
+//! | [`Continuation`] | requests it prefills | reply |
+//! |---|---|---|
+//! | `Ignores` (default) | none | the script's whole reply |
+//! | `Continues` (vLLM, llama.cpp with the flags) | those with `"continue_final_message": true, "add_generation_prompt": false` | the script's content pieces after PREFIX, then its tool calls |
+//! | `Echoes` (llama.cpp without the flags) | any | PREFIX as one content chunk, then as `Continues` |
+//!
+//! The pieces after PREFIX are the uncut reply's from where PREFIX ends (the rest of the word
+//! it ends in, then whole words); when the script's text does not start with PREFIX the reply
+//! is the whole text. A prefilled reply has no reasoning. Its `completion_tokens` count what
+//! was generated (not an echo), its `prompt_tokens` include PREFIX; a stream kept for replay
+//! keeps the continued bytes. A prefilled request with `n` > 1 is answered `400` "Only one
+//! completion choice is allowed" (continuation is for one choice); any other request gets one
+//! choice whatever its `n`.
 //!
 //! # Faults
 //!
@@ -118,6 +143,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod continuation;
 mod fault;
 mod feed;
 mod http;
@@ -126,6 +152,8 @@ mod replies;
 mod routes;
 mod script;
 mod session;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::io::{self, Read, Write};
@@ -137,6 +165,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use continuation::Continuation;
 pub use fault::{Fault, FaultRule, FaultSpecError, PER_MILLION, Schedule, StatusFault};
 pub use feed::{FeedEnd, FeedSpec, FeedSpecError};
 pub use record::{MAX_RECORDED_REQUESTS, RecordedRequest};
@@ -171,6 +200,8 @@ struct Shared {
     /// Chat replies generated; a mutex so that picking a sequence's script and counting its
     /// reply are one step.
     generations: Mutex<u64>,
+    /// Tokens (content, reasoning and tool-argument pieces) the generated replies carried.
+    generated_tokens: AtomicU64,
     replays: AtomicU64,
     feeds: AtomicU64,
     connections: AtomicU64,
@@ -225,6 +256,7 @@ impl MockServer {
             stop: AtomicBool::new(false),
             chat_requests: AtomicU64::new(0),
             generations: Mutex::new(0),
+            generated_tokens: AtomicU64::new(0),
             replays: AtomicU64::new(0),
             feeds: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -303,6 +335,15 @@ impl MockServer {
     /// `status`/`html` fault, rejected as invalid, or failed in a reply function.
     pub fn generation_count(&self) -> u64 {
         *lock(&self.shared.generations)
+    }
+
+    /// Tokens generated so far: one per content, reasoning or tool-argument piece of each
+    /// reply counted by [`MockServer::generation_count`], streamed or not, so the sum of
+    /// their `usage.completion_tokens`. A reply a fault cuts counts whole (the mock generates
+    /// it at once); a continued reply counts only its continuation (not an echoed prefix); a
+    /// replay `GET` generates nothing.
+    pub fn generated_tokens(&self) -> u64 {
+        self.shared.generated_tokens.load(SeqCst)
     }
 
     /// Replay `GET /v1/stream` requests answered `200`.
@@ -426,7 +467,7 @@ fn serve(stream: &TcpStream, conn: u64, shared: &Shared) {
                 return;
             }
             Err(Fail::Http(e)) => {
-                let mut w = Wire::new(stream, &shared.stop);
+                let mut w = Wire::new(stream, &shared.stop, &shared.replies.headers);
                 let body = wire::error_body(e.message(), "invalid_request_error", Value::Null);
                 let _ = w.reply(e.status(), JSON, &[], body.as_bytes(), true);
                 let _ = stream.shutdown(Shutdown::Write);
@@ -605,12 +646,12 @@ fn respond(
         (Route::Models, _) => {
             let list = json!({"object": "list", "data": [{"id": shared.replies.model(),
                 "object": "model", "created": 1_700_000_000, "owned_by": "oai-sse-mock"}]});
-            let mut w = Wire::new(stream, &shared.stop);
+            let mut w = Wire::new(stream, &shared.stop, &shared.replies.headers);
             let sent = w.reply(200, JSON, &[], list.to_string().as_bytes(), close);
             sent.is_ok() && !close
         }
         _ => {
-            let mut w = Wire::new(stream, &shared.stop);
+            let mut w = Wire::new(stream, &shared.stop, &shared.replies.headers);
             let sent = routes::unknown_route(&mut w, 404, head, close);
             sent.is_ok() && !close
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::continuation::Continuation;
 use super::fault::FaultRule;
 use super::record::RecordedRequest;
 use super::script::{DEFAULT_MODEL, Script};
@@ -50,6 +51,10 @@ pub struct Replies {
     source: Source,
     pub(super) faults: Vec<FaultRule>,
     pub(super) replay_ttl: Duration,
+    pub(super) continuation: Continuation,
+    /// Sent on every response, after the response's own headers; a response that sets a
+    /// header of the same name itself (the `html` fault's `Server: nginx`) keeps its own.
+    pub(super) headers: Vec<(String, String)>,
 }
 
 #[derive(Clone)]
@@ -75,6 +80,8 @@ impl Replies {
             source,
             faults: Vec::new(),
             replay_ttl: DEFAULT_REPLAY_TTL,
+            continuation: Continuation::default(),
+            headers: Vec::new(),
         }
     }
 
@@ -87,6 +94,38 @@ impl Replies {
     /// How long a stream session stays replayable (default [`DEFAULT_REPLAY_TTL`], 300 s).
     pub fn replay_ttl(mut self, ttl: Duration) -> Self {
         self.replay_ttl = ttl;
+        self
+    }
+
+    /// Whether and how the server continues a final assistant message (default
+    /// [`Continuation::Ignores`]: it answers afresh).
+    pub fn continuation(mut self, continuation: Continuation) -> Self {
+        self.continuation = continuation;
+        self
+    }
+
+    /// The `Server` header of every response, e.g. `"llama.cpp"` (what llama.cpp's server
+    /// sends, and how clients recognise it); as [`Replies::header`].
+    pub fn server_header(self, value: impl Into<String>) -> Self {
+        self.header("Server", value)
+    }
+
+    /// Adds a header to every response the server sends, e.g. LiteLLM's
+    /// `llm_provider-server: llama.cpp`; setting a name again (in any case) replaces its
+    /// value. A response that sets the header itself keeps its own value (the `html` fault's
+    /// `Server: nginx`: a gateway answered).
+    ///
+    /// # Panics
+    /// If `name` is not an HTTP token, names a header that frames the response
+    /// (`Content-Length`, `Transfer-Encoding`, `Connection`), or `value` has a control
+    /// character other than tab: a test's mistake, caught before it garbles responses.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        if let Err(why) = check_header(&name, &value) {
+            panic!("Replies::header({name:?}, {value:?}): {why}");
+        }
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        self.headers.push((name, value));
         self
     }
 
@@ -141,6 +180,24 @@ impl fmt::Debug for Replies {
         };
         d.field("faults", &self.faults)
             .field("replay_ttl", &self.replay_ttl)
+            .field("continuation", &self.continuation)
+            .field("headers", &self.headers)
             .finish()
     }
+}
+
+/// Why a header cannot be added to the mock's responses (see [`Replies::header`]).
+fn check_header(name: &str, value: &str) -> Result<(), &'static str> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err("the name is not an HTTP token");
+    }
+    let framing = ["content-length", "transfer-encoding", "connection"];
+    if framing.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        return Err("the mock frames its responses itself");
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err("the value has a control character");
+    }
+    Ok(())
 }

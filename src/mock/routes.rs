@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::continuation::Prefill;
 use super::fault::Plan;
 use super::feed::{FeedEnd, FeedSpec};
 use super::http::{self, Head};
@@ -33,7 +34,12 @@ pub(super) struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn wire(&self, plan: &Plan) -> Wire<'_> {
-        Wire::with_plan(self.stream, &self.shared.stop, plan)
+        Wire::with_plan(
+            self.stream,
+            &self.shared.stop,
+            &self.shared.replies.headers,
+            plan,
+        )
     }
 
     /// Ends a response: a cut closes (FIN) or resets (RST) the connection; otherwise it stays
@@ -67,11 +73,12 @@ pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
     shared.chat_requests.fetch_add(1, SeqCst);
     let request = record.json.as_ref().filter(|j| j.is_object());
     let replies = &shared.replies;
+    let refusal = request.and_then(|r| replies.continuation.refusal(r));
     // The script, its plan, and whether it generates a reply (not an error answer).
     let pick = |turn| {
         let script = replies.script(turn, record)?;
         let plan = Plan::new(replies.faults.iter().chain(&script.faults), n);
-        let generates = request.is_some() && plan.reply.is_none();
+        let generates = request.is_some() && plan.reply.is_none() && refusal.is_none();
         Some((script, plan, generates))
     };
     // A sequence's script depends on how many replies came before: pick it and count its
@@ -86,48 +93,80 @@ pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
         *lock(&shared.generations) += u64::from(picked.as_ref().is_some_and(|p| p.2));
         picked
     };
-    let Some((script, plan, _)) = picked else {
-        let mut w = Wire::new(ctx.stream, &shared.stop);
+    let Some((script, plan, generates)) = picked else {
+        let mut w = Wire::new(ctx.stream, &shared.stop, &shared.replies.headers);
         let message = "the mock server's reply function panicked";
         let sent = w.error(500, message, Value::Null, &[], ctx.close);
         return sent.is_ok() && !ctx.close;
     };
-    let conv_id = record
-        .header("x-conversation-id")
-        .filter(|id| !id.is_empty());
-    let mut w = ctx.wire(&plan);
-    let sent = write_chat(&mut w, ctx, &script, &plan, request, conv_id);
-    ctx.finish(&plan, sent)
-}
-
-/// Writes the chat response; `Ok(false)` when the connection must end afterwards.
-fn write_chat(
-    w: &mut Wire,
-    ctx: &Ctx,
-    script: &Script,
-    plan: &Plan,
-    request: Option<&Value>,
-    conv_id: Option<&str>,
-) -> io::Result<bool> {
-    let close = ctx.close;
-    let truncated;
     let script = if plan.truncate {
-        truncated = script.with_truncated_tool_args();
-        &truncated
+        script.with_truncated_tool_args()
     } else {
         script
     };
+    let prefill = request.and_then(|r| replies.continuation.prefill(r));
+    if generates {
+        // The whole reply counts, whatever a fault does to its bytes: the mock generates it at
+        // once, as llama.cpp goes on generating a stream it keeps for replay.
+        let tokens = script.completion_tokens(prefill);
+        shared.generated_tokens.fetch_add(tokens, SeqCst);
+    }
+    let turn = Turn {
+        script: &script,
+        plan: &plan,
+        request,
+        conv_id: record
+            .header("x-conversation-id")
+            .filter(|id| !id.is_empty()),
+        prefill,
+        refusal,
+    };
+    let mut w = ctx.wire(&plan);
+    let sent = write_chat(&mut w, ctx, &turn);
+    ctx.finish(&plan, sent)
+}
+
+/// What one chat request is answered with.
+struct Turn<'a> {
+    /// The script, its tool arguments already truncated if the plan says so.
+    script: &'a Script,
+    plan: &'a Plan,
+    /// The body, if it is a JSON object.
+    request: Option<&'a Value>,
+    conv_id: Option<&'a str>,
+    /// The final assistant message the reply continues.
+    prefill: Option<Prefill<'a>>,
+    /// Why the request is refused with a 400 instead of a reply.
+    refusal: Option<&'static str>,
+}
+
+/// Writes the chat response; `Ok(false)` when the connection must end afterwards.
+fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
+    let close = ctx.close;
+    let Turn {
+        script,
+        plan,
+        request,
+        conv_id,
+        prefill,
+        refusal,
+    } = *turn;
     let streaming = request.is_some_and(|r| r.get("stream") == Some(&Value::Bool(true)));
-    if let (Some(request), true, None, Some(id), None) =
-        (request, streaming, &plan.reply, conv_id, plan.no_replay)
-    {
+    if let (Some(request), true, None, None, Some(id), None) = (
+        request,
+        streaming,
+        &plan.reply,
+        refusal,
+        conv_id,
+        plan.no_replay,
+    ) {
         // llama.cpp installs the session as soon as the request arrives, before its first
         // token (a client that timed out waiting for the first byte finds it from byte 0).
         // The whole reply is generated at once, so the session is complete before a byte is
         // sent and survives whatever happens to this connection.
         let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
         let mut tail = Tail::new(ring);
-        for piece in script.pieces(request, plan) {
+        for piece in script.pieces(request, plan, prefill) {
             tail.push(piece.data.as_bytes());
         }
         lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
@@ -140,22 +179,26 @@ fn write_chat(
         w.error(400, message, Value::Null, &[], close)?;
         return Ok(true);
     };
-    if let Some(fault) = &plan.reply {
+    if plan.reply.is_some() || refusal.is_some() {
         // llama.cpp installs the session before generating and evicts it when the request
         // fails early, so a failed request also ends the previous session of its id.
         if let (true, Some(id)) = (streaming, conv_id) {
             lock(&ctx.shared.sessions).remove(id);
         }
-        w.fault_reply(fault, close)?;
+        match (&plan.reply, refusal) {
+            (Some(fault), _) => w.fault_reply(fault, close)?,
+            (None, Some(message)) => w.error(400, message, Value::Null, &[], close)?,
+            (None, None) => {}
+        }
         return Ok(true);
     }
     if !streaming {
-        let body = script.completion(request).to_string();
+        let body = script.completion_with(request, prefill).to_string();
         w.reply(200, super::wire::JSON, &[], body.as_bytes(), close)?;
         return Ok(true);
     }
     w.event_stream_head(close)?;
-    w.pieces(script.pieces(request, plan))?;
+    w.pieces(script.pieces(request, plan, prefill))?;
     if let Some(d) = plan.hold {
         w.pause(d)?;
         w.last_chunk()?;
@@ -234,7 +277,7 @@ pub(super) fn stop_replay(ctx: &Ctx, head: &Head) -> bool {
     let shared = ctx.shared;
     let latest = shared.streamed.load(SeqCst).max(1);
     let no_replay = Plan::new(&shared.replies.faults, latest).no_replay;
-    let mut w = Wire::new(ctx.stream, &shared.stop);
+    let mut w = Wire::new(ctx.stream, &shared.stop, &shared.replies.headers);
     let query = http::query_pairs(&head.target);
     let id = query
         .iter()

@@ -4,6 +4,7 @@ use std::iter::once;
 
 use serde_json::{Map, Value, json};
 
+use super::continuation::Prefill;
 use super::fault::{FaultRule, Plan};
 use super::wire::Piece;
 
@@ -114,22 +115,30 @@ impl Script {
     }
 
     /// The exact fault-free SSE events (`data: {json}\n\n`, ending with `data: [DONE]\n\n`) the
-    /// server streams for this request body, lazily.
+    /// server streams for this request body, lazily (as a server that continues no final
+    /// assistant message, [`Continuation::Ignores`](super::Continuation::Ignores)).
     pub fn sse_events(&self, request: &Value) -> impl Iterator<Item = String> + '_ {
-        let (body, tail) = self.stream_parts(request);
+        let (body, tail) = self.stream_parts(request, None);
         body.chain(tail)
             .map(|chunk| sse_frame(&chunk.to_string(), false))
             .chain(once(sse_frame("[DONE]", false)))
     }
 
-    /// The `chat.completion` object the server returns for a non-streaming request body.
+    /// The `chat.completion` object the server returns for a non-streaming request body (as
+    /// [`Script::sse_events`], continuing no final assistant message).
     pub fn completion(&self, request: &Value) -> Value {
+        self.completion_with(request, None)
+    }
+
+    /// The `chat.completion` object for a request, continuing a final assistant message when
+    /// `prefill` says so.
+    pub(super) fn completion_with(&self, request: &Value, prefill: Option<Prefill>) -> Value {
         let mut message = Map::new();
         message.insert("role".into(), "assistant".into());
-        let content = vec![self.content(); self.repeat].join(" ");
+        let content: String = self.reply_pieces(prefill).collect();
         let content = Some(content).filter(|c| !c.is_empty());
         message.insert("content".into(), content.into());
-        if let Some(r) = &self.reasoning {
+        if let Some(r) = self.reasoning.as_ref().filter(|_| prefill.is_none()) {
             message.insert("reasoning_content".into(), r.as_str().into());
         }
         if !self.tool_calls.is_empty() {
@@ -144,26 +153,25 @@ impl Script {
             "model": self.model_for(request),
             "choices": [{"index": 0, "message": message, "logprobs": null,
                          "finish_reason": self.finish()}],
-            "usage": self.usage(request),
+            "usage": self.usage(request, prefill),
         })
     }
 
     /// The stream as chunk objects: the body (role, reasoning, content and tool-call deltas),
     /// then the tail (the finish-reason chunk, and the usage chunk if the request asked for it).
-    pub(super) fn stream_parts(
-        &self,
+    /// A prefilled reply has no reasoning and its content goes on after the prefix.
+    pub(super) fn stream_parts<'a>(
+        &'a self,
         request: &Value,
-    ) -> (impl Iterator<Item = Value> + '_, Vec<Value>) {
+        prefill: Option<Prefill<'a>>,
+    ) -> (impl Iterator<Item = Value> + 'a, Vec<Value>) {
         let model = self.model_for(request);
-        let reasoning = self.reasoning.iter().flat_map(|r| words(r));
-        let content = (0..self.repeat).flat_map(move |i| {
-            words(self.content())
-                .enumerate()
-                .map(move |(j, w)| match (i, j) {
-                    (1.., 0) => format!(" {w}"),
-                    _ => w.to_owned(),
-                })
-        });
+        let reasoning = self
+            .reasoning
+            .iter()
+            .filter(move |_| prefill.is_none())
+            .flat_map(|r| words(r));
+        let content = self.reply_pieces(prefill);
         let tools = self
             .tool_calls
             .iter()
@@ -186,10 +194,84 @@ impl Script {
         if request.pointer("/stream_options/include_usage") == Some(&Value::Bool(true)) {
             tail.push(
                 json!({"id": ID, "object": "chat.completion.chunk", "created": CREATED,
-                             "model": model, "choices": [], "usage": self.usage(request)}),
+                             "model": model, "choices": [], "usage": self.usage(request, prefill)}),
             );
         }
         (body, tail)
+    }
+
+    /// The uncut reply text's content pieces: one word (with its leading whitespace) each,
+    /// repeated [`Script::repeat`] times with a space between repetitions.
+    fn content_pieces(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.repeat).flat_map(move |i| {
+            words(self.content())
+                .enumerate()
+                .map(move |(j, w)| match (i, j) {
+                    (1.., 0) => format!(" {w}"),
+                    _ => w.to_owned(),
+                })
+        })
+    }
+
+    /// Whether the uncut reply text starts with `prefix`; reads no further than its length.
+    fn text_starts_with(&self, prefix: &str) -> bool {
+        let mut rest = prefix.as_bytes();
+        for piece in self.content_pieces() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = piece.len().min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            if piece.as_bytes().get(..n) != Some(head) {
+                return false;
+            }
+            rest = tail;
+        }
+        rest.is_empty()
+    }
+
+    /// The content pieces a reply sends: without a prefill the uncut ones; with one, the
+    /// echoed prefix if asked, then the uncut pieces from where the prefix ends (all of them
+    /// when the text does not start with it).
+    fn reply_pieces<'a>(
+        &'a self,
+        prefill: Option<Prefill<'a>>,
+    ) -> impl Iterator<Item = String> + 'a {
+        let echo = prefill
+            .filter(|p| p.echo && !p.prefix.is_empty())
+            .map(|p| p.prefix.to_owned());
+        let skip = prefill
+            .filter(|p| self.text_starts_with(p.prefix))
+            .map_or(0, |p| p.prefix.len());
+        let generated = self
+            .content_pieces()
+            .scan(0_usize, |offset, piece| {
+                let start = *offset;
+                *offset += piece.len();
+                Some((start, piece))
+            })
+            .filter_map(move |(start, piece)| match skip.checked_sub(start) {
+                None | Some(0) => Some(piece),
+                // The prefix ends inside this piece, on a character boundary of the text.
+                Some(cut) => piece
+                    .get(cut..)
+                    .filter(|rest| !rest.is_empty())
+                    .map(str::to_owned),
+            });
+        echo.into_iter().chain(generated)
+    }
+
+    /// The tokens a reply generates, one per content, reasoning or tool-argument piece it
+    /// sends (an echoed prefix was not generated): its `usage.completion_tokens`.
+    pub(super) fn completion_tokens(&self, prefill: Option<Prefill>) -> u64 {
+        let echoed = prefill.is_some_and(|p| p.echo && !p.prefix.is_empty());
+        let content = self.reply_pieces(prefill).count() - usize::from(echoed);
+        let reasoning = match (&self.reasoning, prefill) {
+            (Some(r), None) => words(r).count(),
+            _ => 0,
+        };
+        let arguments: usize = self.tool_calls.iter().map(|(_, a)| pieces(a).count()).sum();
+        (content + reasoning + arguments) as u64
     }
 
     /// The streamed body under the plan's body faults (`crlf`, `ping`, `no-done`, `hold-open`),
@@ -198,8 +280,9 @@ impl Script {
         &'a self,
         request: &'a Value,
         plan: &Plan,
+        prefill: Option<Prefill<'a>>,
     ) -> impl Iterator<Item = Piece> + 'a {
-        let (body, tail) = self.stream_parts(request);
+        let (body, tail) = self.stream_parts(request, prefill);
         let tail = if plan.no_done { Vec::new() } else { tail };
         let done = (!plan.no_done && plan.hold.is_none()).then(|| "[DONE]".to_owned());
         let (crlf, ping) = (plan.crlf, plan.ping);
@@ -241,24 +324,19 @@ impl Script {
         }
     }
 
-    /// Token counts as rough word counts.
-    fn usage(&self, request: &Value) -> Value {
+    /// Token counts: the prompt's as rough word counts of every message (a prefill's prefix
+    /// included), the completion's as the pieces generated.
+    fn usage(&self, request: &Value, prefill: Option<Prefill>) -> Value {
         let messages = request.get("messages").and_then(Value::as_array);
-        let prompt: usize = messages
+        let prompt: u64 = messages
             .into_iter()
             .flatten()
             .map(|m| {
                 let content = m.get("content").and_then(Value::as_str);
-                content.map_or(0, |c| words(c).count())
+                content.map_or(0, |c| words(c).count() as u64)
             })
             .sum();
-        let completion = words(self.content()).count().saturating_mul(self.repeat)
-            + self.reasoning.as_deref().map_or(0, |r| words(r).count())
-            + self
-                .tool_calls
-                .iter()
-                .map(|(_, a)| words(a).count())
-                .sum::<usize>();
+        let completion = self.completion_tokens(prefill);
         json!({"prompt_tokens": prompt, "completion_tokens": completion,
                "total_tokens": prompt.saturating_add(completion)})
     }

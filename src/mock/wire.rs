@@ -52,9 +52,20 @@ pub(super) fn error_body(message: &str, kind: &str, code: Value) -> String {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
 }
 
-pub(super) fn response_head(status: u16, headers: &[(&str, String)], close: bool) -> String {
+/// A response head: the status line, the response's own `headers`, then the server's
+/// `extra` headers whose names the response did not set.
+pub(super) fn response_head(
+    status: u16,
+    headers: &[(&str, String)],
+    extra: &[(String, String)],
+    close: bool,
+) -> String {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    let own = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    for (name, value) in extra.iter().filter(|(n, _)| !own(n)) {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str(if close {
@@ -102,6 +113,8 @@ pub(super) fn error_type(status: u16) -> &'static str {
 pub(super) struct Wire<'a> {
     stream: &'a TcpStream,
     stop: &'a AtomicBool,
+    /// The server's headers, sent on every response ([`Replies::header`](super::Replies::header)).
+    extra: &'a [(String, String)],
     written: usize,
     /// Write no byte past this offset.
     cut: Option<usize>,
@@ -111,11 +124,12 @@ pub(super) struct Wire<'a> {
 }
 
 impl<'a> Wire<'a> {
-    /// A writer without faults.
-    pub fn new(stream: &'a TcpStream, stop: &'a AtomicBool) -> Self {
+    /// A writer without faults, adding the server's `extra` headers to every response head.
+    pub fn new(stream: &'a TcpStream, stop: &'a AtomicBool, extra: &'a [(String, String)]) -> Self {
         Self {
             stream,
             stop,
+            extra,
             written: 0,
             cut: None,
             stall: None,
@@ -124,12 +138,17 @@ impl<'a> Wire<'a> {
     }
 
     /// A writer applying the plan's cut, stall and slices.
-    pub fn with_plan(stream: &'a TcpStream, stop: &'a AtomicBool, plan: &Plan) -> Self {
+    pub fn with_plan(
+        stream: &'a TcpStream,
+        stop: &'a AtomicBool,
+        extra: &'a [(String, String)],
+        plan: &Plan,
+    ) -> Self {
         Self {
             cut: plan.cut.map(|(at, _)| at),
             stall: plan.stall,
             slices: plan.slices,
-            ..Self::new(stream, stop)
+            ..Self::new(stream, stop, extra)
         }
     }
 
@@ -199,7 +218,7 @@ impl<'a> Wire<'a> {
             ("Cache-Control", "no-cache".into()),
             ("Transfer-Encoding", "chunked".into()),
         ];
-        self.send(response_head(200, &headers, close).as_bytes())
+        self.send(response_head(200, &headers, self.extra, close).as_bytes())
     }
 
     /// Ends a chunked body.
@@ -218,7 +237,7 @@ impl<'a> Wire<'a> {
         let mut headers = vec![("Content-Type", content_type.to_owned())];
         headers.extend_from_slice(extra);
         headers.push(("Content-Length", body.len().to_string()));
-        self.send(response_head(status, &headers, close).as_bytes())?;
+        self.send(response_head(status, &headers, self.extra, close).as_bytes())?;
         self.send(body)
     }
 
@@ -237,7 +256,7 @@ impl<'a> Wire<'a> {
 
     /// `204 No Content`: no body and, as RFC 9110 requires, no `Content-Length`.
     pub fn no_content(&mut self, close: bool) -> io::Result<()> {
-        self.send(response_head(204, &[], close).as_bytes())
+        self.send(response_head(204, &[], self.extra, close).as_bytes())
     }
 
     /// The reply of a [`Fault::Status`] or [`Fault::HtmlError`]; other faults send nothing.
