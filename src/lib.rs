@@ -55,7 +55,6 @@ mod call;
 mod cancel;
 mod chat;
 mod client;
-mod conversation_id;
 mod error;
 mod http;
 #[cfg(feature = "mock")]
