@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use oai_sse::{
-    CallOptions, CancelHandle, StreamError, ChatRequest, Client, Error, FailureKind, Message,
-    ProxyConfig, StreamEvent,
+    CallOptions, CancelHandle, ChatRequest, Client, Error, FailureKind, Message, ProxyConfig,
+    StreamError, StreamEvent,
 };
 use std::time::{Duration, Instant};
 
@@ -299,7 +299,7 @@ fn returns_promptly_when_server_holds_connection_open_after_finish() {
 
 #[test]
 fn error_object_mid_stream_is_an_api_error() {
-    let body = [content("par"), "data: {\"error\":{\"message\":\"model crashed\",\"type\":\"server_error\",\"code\":\"oom\"}}\n\n".into()].concat();
+    let body = [content("par"), "data: {\"error\":{\"message\":\"model crashed\",\"type\":\"model_error\",\"code\":\"oom\"}}\n\n".into()].concat();
     let server = one_response(sse_response(&body));
     let err = client(&server.base_url())
         .chat(&request())
@@ -308,7 +308,7 @@ fn error_object_mid_stream_is_an_api_error() {
         panic!("{err:?}")
     };
     assert_eq!(api.message, "model crashed");
-    assert_eq!(api.kind.as_deref(), Some("server_error"));
+    assert_eq!(api.kind.as_deref(), Some("model_error"));
     assert_eq!(api.code.as_deref(), Some("oom"));
     assert_eq!(err.kind(), FailureKind::ApiError);
 

@@ -677,6 +677,8 @@ fn a_refused_connection_is_waited_out() {
     let policy = RetryPolicy {
         initial_delay: Duration::from_millis(50),
         max_delay: Duration::from_millis(100),
+        // Nothing answered there yet: a feed being started is waited for when asked.
+        wait_for_unseen_server: true,
         ..RetryPolicy::default()
     };
     let seen = read_all(

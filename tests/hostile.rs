@@ -264,10 +264,22 @@ fn an_error_body_that_drips_is_cut_by_a_total_time_bound() {
 
 #[test]
 fn a_server_that_goes_away_and_comes_back_after_5_s() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
+    // The server answers a first call, then goes away (it is being restarted).
+    let first = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = first.local_addr().expect("addr").port();
+    let first = serve_on(first, 1, |_, stream, _| {
+        send(stream, &sse_response(&answer_body()))
+    });
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{port}/v1"))
+        .proxy(ProxyConfig::None)
+        .resume(false)
+        .build()
+        .expect("client");
+    client
+        .chat(&request())
+        .expect("the first call, before the restart");
+    first.join();
     // The restart: nothing listens for 5 s, then the server is back.
     let restarted = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(5));
@@ -276,13 +288,8 @@ fn a_server_that_goes_away_and_comes_back_after_5_s() {
             send(stream, &sse_response(&answer_body()))
         })
     });
-    // The default policy: 3 counted retries, 250 ms doubling to 8 s, 2 minutes for a server.
-    let client = Client::builder()
-        .base_url(format!("http://127.0.0.1:{port}/v1"))
-        .proxy(ProxyConfig::None)
-        .resume(false)
-        .build()
-        .expect("client");
+    // The default policy: 3 counted retries, 250 ms doubling to 8 s, 2 minutes for a server
+    // that answered before and went away.
     let options = CallOptions {
         jitter_seed: Some(7),
         ..CallOptions::default()
@@ -350,6 +357,9 @@ fn a_server_down_past_the_budget_gives_up_with_the_history() {
             initial_delay: ms(50),
             max_delay: ms(200),
             max_wait_for_server: Some(Duration::from_secs(1)),
+            // Nothing ever answered here: waited for only when asked to (a server being
+            // started beside the client).
+            wait_for_unseen_server: true,
             ..fast_policy()
         })
         .build()

@@ -832,11 +832,15 @@ fn llama_client_resumes_a_cut_stream_with_one_generation() {
     }
 }
 
+/// Without the replay (no conversation id), a cut stream on llama.cpp is *continued*: the
+/// request again with the shown text as a final assistant message, which llama.cpp goes on
+/// from (it says it is llama.cpp in its `Server` header). The caller sees one continuous
+/// answer, the uncut one, and the server generates it about once.
 #[test]
-fn llama_client_without_resume_restarts_and_returns_the_same_text() {
+fn llama_client_without_resume_continues_the_shown_text() {
     let Some(llama) = llama::shared() else { return };
     let reference = reference(&llama);
-    for (at, cut) in [(CutAt::Byte(2000), Cut::Fin), (CutAt::AfterHead, Cut::Rst)] {
+    for (at, cut) in [(CutAt::Byte(2000), Cut::Fin), (CutAt::Byte(2000), Cut::Rst)] {
         let what = format!("{cut:?} at {at:?}");
         let proxy = FaultProxy::start(llama.addr());
         proxy.add_fault(Fault::new("POST", CHAT).at(at).cut(cut));
@@ -848,11 +852,73 @@ fn llama_client_without_resume_restarts_and_returns_the_same_text() {
             .idle_timeout(Duration::from_secs(120))
             .build()
             .expect("client");
+        let before = llama.metrics();
+        let mut shown = String::new();
+        let mut notices = Vec::new();
         let response = client
-            .chat(&chat_request())
+            .chat_stream(&chat_request(), |event| match event {
+                StreamEvent::Content { text, .. } => shown.push_str(text),
+                StreamEvent::Restart { .. } => panic!("{what}: restarted"),
+                StreamEvent::Continued { regenerated, .. } => notices.push(*regenerated),
+                _ => {}
+            })
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
+        assert_eq!(notices, [false], "{what}: continued by the server");
+        assert_eq!(proxy.count("POST", CHAT), 2, "{what}");
+        assert_eq!(proxy.count("GET", "/v1/stream"), 0, "{what}");
+        let [retry] = response.retries.as_slice() else {
+            panic!("{what}: {:?}", response.retries);
+        };
+        assert_eq!(retry.action, RetryAction::Continued, "{what}");
+        // The cut attempt's tokens plus the continuation's: the uncut count, and a few more
+        // (the server may generate a token or two before it notices the cut).
+        let generated = after.tokens_predicted() - before.tokens_predicted();
+        assert!(
+            generated <= reference.tokens + 4,
+            "{what}: {generated} tokens generated for an answer of {}",
+            reference.tokens
+        );
+        let request = &proxy.requests()[1];
+        let body: serde_json::Value =
+            serde_json::from_slice(&request.body).expect("continuation body");
+        assert_eq!(body["continue_final_message"], true, "{what}");
+        assert_eq!(body["add_generation_prompt"], false, "{what}");
+    }
+}
+
+/// With continuation off too, a cut stream restarts: llama.cpp at temperature 0 generates
+/// the same answer again, whose repeat of the shown text is swallowed.
+#[test]
+fn llama_client_without_resume_or_continuation_restarts_and_returns_the_same_text() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    for (at, cut) in [(CutAt::Byte(2000), Cut::Fin), (CutAt::AfterHead, Cut::Rst)] {
+        let what = format!("{cut:?} at {at:?}");
+        let proxy = FaultProxy::start(llama.addr());
+        proxy.add_fault(Fault::new("POST", CHAT).at(at).cut(cut));
+        let client = Client::builder()
+            .base_url(proxy.base_url())
+            .proxy(ProxyConfig::None)
+            .resume(false)
+            .server_continues(false)
+            .first_byte_timeout(Duration::from_secs(180))
+            .idle_timeout(Duration::from_secs(120))
+            .build()
+            .expect("client");
+        let mut shown = String::new();
+        let response = client
+            .chat_stream(&chat_request(), |event| match event {
+                StreamEvent::Content { text, .. } => shown.push_str(text),
+                StreamEvent::Restart { .. } => panic!("{what}: the same answer differs"),
+                _ => {}
+            })
             .unwrap_or_else(|e| panic!("{what}: {e}"));
         llama.wait_idle(llama::server::IDLE_TIMEOUT);
         assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
         assert_eq!(proxy.count("POST", CHAT), 2, "{what}");
         assert_eq!(proxy.count("GET", "/v1/stream"), 0, "{what}");
         assert_eq!(response.retries.len(), 1, "{what}: {:?}", response.retries);

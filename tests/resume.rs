@@ -237,26 +237,39 @@ fn every_post_carries_a_fresh_conversation_id_unless_resume_is_off() {
     );
     assert_eq!(server.generation_count(), 2);
     assert_eq!(response.retries[0].action, RetryAction::Restarted);
+    // The restarted answer repeats what was shown: swallowed, nothing taken back.
+    assert!(events.contains(&OwnedStreamEvent::Continued {
+        attempt: 2,
+        regenerated: true
+    }));
     assert!(
-        events
+        !events
             .iter()
             .any(|e| matches!(e, OwnedStreamEvent::Restart { .. }))
     );
 }
 
-/// Each way the replay can be missing falls back to a restart within the same budget.
+/// Each way the replay can be missing falls back to a restart within the same retry: one
+/// history entry, saying why the resume was not used, and the caller sees one continuous
+/// answer (the restart's repeat of what was shown is swallowed).
 #[test]
 fn unavailable_replays_fall_back_to_a_restart() {
     let table = [
-        "no-replay",
-        "no-replay=405",
-        "no-replay=501",
-        "replay-expired",
-        "replay-lost",
-        // The replay GET itself is cut before its status line.
-        "reset-after=0,after=1,times=1",
+        ("no-replay", "the server cannot resume (404)"),
+        ("no-replay=405", "the server cannot resume (405)"),
+        ("no-replay=501", "the server cannot resume (501)"),
+        (
+            "replay-expired",
+            "the server no longer holds the stream (404)",
+        ),
+        (
+            "replay-lost",
+            "the server dropped the bytes before the break",
+        ),
     ];
-    for spec in table {
+    let (clean, clean_events) = run(&client(&MockServer::start(script()).expect("mock")));
+    let clean = clean.expect("clean run");
+    for (spec, why) in table {
         let server = MockServer::start(
             script()
                 .fault(fault("close-after=700,times=1"))
@@ -267,23 +280,52 @@ fn unavailable_replays_fall_back_to_a_restart() {
         let response = result.unwrap_or_else(|e| panic!("{spec}: {e:?}"));
         assert_eq!(response.content(), REPLY, "{spec}");
         assert_eq!(server.generation_count(), 2, "{spec}: generated again");
-        let actions: Vec<&RetryAction> = response.retries.iter().map(|r| &r.action).collect();
+        let [retry] = response.retries.as_slice() else {
+            panic!("{spec}: one break, one retry: {:?}", response.retries);
+        };
+        assert_eq!(retry.action, RetryAction::Restarted, "{spec}");
+        assert_eq!(retry.passed_over.as_deref(), Some(why), "{spec}");
         assert!(
-            matches!(
-                actions.as_slice(),
-                [RetryAction::Resumed { .. }, RetryAction::Restarted]
-            ),
-            "{spec}: {:?}",
-            response.retries
-        );
-        // Output had been shown: the caller is told to discard it.
-        assert!(
-            events
+            !events
                 .iter()
                 .any(|e| matches!(e, OwnedStreamEvent::Restart { .. })),
+            "{spec}: the repeat is swallowed"
+        );
+        let shown: Vec<_> = events
+            .iter()
+            .filter(|e| !matches!(e, OwnedStreamEvent::Continued { .. }))
+            .collect();
+        assert_eq!(shown, deltas(&clean_events), "{spec}");
+        assert_eq!(
+            without_retries(&response),
+            without_retries(&clean),
             "{spec}"
         );
     }
+}
+
+/// A replay request that is itself cut is a second break: resumed again.
+#[test]
+fn a_cut_replay_is_resumed_again() {
+    let server = MockServer::start(
+        script()
+            .fault(fault("close-after=700,times=1"))
+            .fault(fault("close-after=400,after=1,times=1")),
+    )
+    .expect("mock");
+    let (result, _) = run(&client(&server));
+    let response = result.expect("resumed");
+    assert_eq!(response.content(), REPLY);
+    assert_eq!(server.generation_count(), 1, "nothing generated twice");
+    let actions: Vec<&RetryAction> = response.retries.iter().map(|r| &r.action).collect();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [RetryAction::Resumed { .. }, RetryAction::Resumed { .. }]
+        ),
+        "{:?}",
+        response.retries
+    );
 }
 
 #[test]
@@ -299,7 +341,12 @@ fn a_client_remembers_a_server_without_the_replay_route() {
     let client = client(&server);
     let (first, _) = run(&client);
     let first = first.expect("first call");
-    assert_eq!(first.retries.len(), 2, "{:?}", first.retries);
+    assert_eq!(
+        first.retries.len(),
+        1,
+        "one break, one retry: {:?}",
+        first.retries
+    );
     let stream_requests = |server: &MockServer| {
         server
             .requests()
@@ -322,8 +369,8 @@ fn a_client_remembers_a_server_without_the_replay_route() {
 
 #[test]
 fn a_session_that_expired_is_not_taken_for_a_missing_route() {
-    // replay-expired answers 404 like a missing route; the DELETE probe (204) tells them
-    // apart, so the next broken call resumes again.
+    // replay-expired answers 404 like a missing route; the lookup route tells them apart,
+    // so the next broken call resumes again.
     let server = MockServer::start(
         script()
             .fault(fault("close-after=700,times=1"))
@@ -333,15 +380,12 @@ fn a_session_that_expired_is_not_taken_for_a_missing_route() {
     .expect("mock");
     let client = client(&server);
     let first = run(&client).0.expect("first call");
-    assert!(matches!(
-        first
-            .retries
-            .iter()
-            .map(|r| &r.action)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        [RetryAction::Resumed { .. }, RetryAction::Restarted]
-    ));
+    assert!(
+        matches!(first.retries.as_slice(), [r] if r.action == RetryAction::Restarted
+            && r.passed_over.as_deref() == Some("the server no longer holds the stream (404)")),
+        "{:?}",
+        first.retries
+    );
     let second = run(&client).0.expect("second call");
     assert!(
         matches!(second.retries.as_slice(), [r] if matches!(r.action, RetryAction::Resumed { .. })),

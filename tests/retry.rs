@@ -10,8 +10,8 @@ mod common;
 use common::*;
 use oai_sse::retry::{RetryAction, RetryPolicy, RetryRecord, Rng};
 use oai_sse::{
-    CallOptions, CancelHandle, StreamError, ChatRequest, ChatResponse, Client, Error, FailureKind,
-    Message, OwnedStreamEvent, ProxyConfig, RetryHook, RetryNotice,
+    CallOptions, CancelHandle, ChatRequest, ChatResponse, Client, Error, FailureKind, Message,
+    OwnedStreamEvent, ProxyConfig, RetryHook, RetryNotice, StreamError,
 };
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};

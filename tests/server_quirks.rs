@@ -9,7 +9,9 @@ mod common;
 
 use common::*;
 use oai_sse::retry::RetryPolicy;
-use oai_sse::{ChatRequest, Client, ClientBuilder, Error, Message, OwnedStreamEvent, ProxyConfig};
+use oai_sse::{
+    ChatRequest, Client, ClientBuilder, Error, FailureKind, Message, OwnedStreamEvent, ProxyConfig,
+};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -35,6 +37,12 @@ enum Expect {
     /// An `api_error` carrying the server's message, not retried.
     ApiError {
         status: Option<u16>,
+        message: &'static str,
+        kind: Option<&'static str>,
+    },
+    /// An error event saying the failure was behind the server (overloaded, its upstream
+    /// broke): a break, retried until the budget is spent, the server's message kept.
+    UpstreamBroke {
         message: &'static str,
         kind: Option<&'static str>,
     },
@@ -282,8 +290,7 @@ const QUIRKS: &[Quirk] = &[
         },
         client: same,
         request: same_request,
-        expect: Expect::ApiError {
-            status: None,
+        expect: Expect::UpstreamBroke {
             message: "upstream overloaded",
             kind: Some("overloaded_error"),
         },
@@ -314,8 +321,7 @@ const QUIRKS: &[Quirk] = &[
         },
         client: same,
         request: same_request,
-        expect: Expect::ApiError {
-            status: None,
+        expect: Expect::UpstreamBroke {
             message: "failed to decode the batch",
             kind: Some("server_error"),
         },
@@ -470,6 +476,22 @@ fn run(quirk: &Quirk) {
                 "{name}: {err:?}"
             );
             assert!(!err.is_transient(), "{name}");
+        }
+        (Expect::UpstreamBroke { message, kind }, Err(err)) => {
+            let api = err
+                .api_error()
+                .unwrap_or_else(|| panic!("{name}: not an api error: {err:?}"));
+            assert_eq!(api.message, *message, "{name}");
+            assert_eq!(api.kind.as_deref(), *kind, "{name}");
+            assert_eq!(err.kind(), FailureKind::UpstreamBroke, "{name}");
+            assert!(err.is_transient(), "{name}");
+            let Error::AfterRetries(after) = &err else {
+                panic!("{name}: not retried: {err:?}");
+            };
+            assert!(after.exhausted, "{name}");
+            // The default budget: three retries.
+            assert_eq!(requests, 4, "{name}: retried");
+            return;
         }
         (_, Ok(response)) => panic!("{name}: expected an error, got {response:?}"),
         (_, Err(err)) => panic!("{name}: expected a response, got {err:?}"),

@@ -403,9 +403,9 @@ impl Attempts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::ApiError;
     use crate::error::HttpError;
     use crate::retry::FailureKind;
+    use crate::wire::ApiError;
     use std::io;
 
     fn eof() -> Error {

@@ -96,6 +96,15 @@ impl ChatProtocol {
         let prefix = self.acc.continuable()?;
         let mut request = self.request.clone();
         request.messages.push(Message::assistant(prefix));
+        // The token limit is the answer's: what was delivered counts against it (one token
+        // per chunk, as servers stream; a few more when a chunk held several).
+        let spent = u32::try_from(self.acc.output_chunks()).unwrap_or(u32::MAX);
+        for n in [&mut request.max_tokens, &mut request.max_completion_tokens]
+            .into_iter()
+            .flatten()
+        {
+            *n = n.saturating_sub(spent).max(1);
+        }
         request
             .extra
             .insert("continue_final_message".into(), Value::Bool(true));
@@ -176,7 +185,10 @@ impl Protocol for ChatProtocol {
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 ),
-                (header::ACCEPT, HeaderValue::from_static("text/event-stream")),
+                (
+                    header::ACCEPT,
+                    HeaderValue::from_static("text/event-stream"),
+                ),
             ],
             overrides: Vec::new(),
             body: Some(body),

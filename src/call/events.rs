@@ -173,7 +173,7 @@ impl EventSourceBuilder {
             value.set_sensitive(true);
             given.push((name, value));
         }
-        if !self.last_event_id.is_empty() && sendable(&self.last_event_id).is_none() {
+        if !sendable(&self.last_event_id) {
             return Err(Error::Config(format!(
                 "the last event ID cannot be sent as a Last-Event-ID header (control \
                  characters, or longer than {MAX_LAST_EVENT_ID} bytes): {:?}",
@@ -227,13 +227,11 @@ impl EventSourceBuilder {
     }
 }
 
-/// `id` as a header value, if it can be one: at most [`MAX_LAST_EVENT_ID`] bytes, no
-/// control characters (the SSE parser already keeps NUL, CR and LF out of ids).
-fn sendable(id: &str) -> Option<HeaderValue> {
-    if id.len() > MAX_LAST_EVENT_ID {
-        return None;
-    }
-    HeaderValue::from_str(id).ok()
+/// Whether `id` can be sent as `Last-Event-ID`: at most [`MAX_LAST_EVENT_ID`] bytes, no
+/// control characters but tab (the SSE parser already keeps NUL, CR and LF out of ids).
+/// Checked per event, so it allocates nothing.
+fn sendable(id: &str) -> bool {
+    id.len() <= MAX_LAST_EVENT_ID && id.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 /// Accepts `http(s)://host[:port][/path][?query]`.
@@ -286,7 +284,7 @@ impl Feed {
         if id == self.last_event_id {
             return;
         }
-        if id.is_empty() || sendable(id).is_some() {
+        if sendable(id) {
             self.last_event_id.clear();
             self.last_event_id.push_str(id);
         } else if !std::mem::replace(&mut self.unsendable_reported, true) {
@@ -308,11 +306,10 @@ impl Protocol for Feed {
 
     fn request<'a>(&'a self, _shared: &'a Shared, _continuation: bool) -> Outgoing<'a> {
         let mut overrides = self.given.clone();
-        if let Some(value) = (!self.last_event_id.is_empty())
-            .then(|| sendable(&self.last_event_id))
-            .flatten()
-        {
-            overrides.push((LAST_EVENT_ID, value));
+        if !self.last_event_id.is_empty() {
+            if let Ok(value) = HeaderValue::from_str(&self.last_event_id) {
+                overrides.push((LAST_EVENT_ID, value));
+            }
         }
         Outgoing {
             method: self.method.clone(),
@@ -369,6 +366,8 @@ impl Protocol for Feed {
     }
 
     fn closed(&mut self, parser: &Parser) {
+        // An event without data dispatches nothing but still sets the last event ID.
+        self.saw_id(parser.last_event_id());
         if let Some(ms) = parser.retry() {
             self.reconnection_time = Some(Duration::from_millis(ms));
         }
@@ -609,7 +608,15 @@ impl EventSource {
 
     /// The last event ID: what a reconnect would send now (empty: nothing).
     pub fn last_event_id(&self) -> &str {
-        &self.call.proto.last_event_id
+        let now = self
+            .call
+            .open
+            .as_ref()
+            .map(|o| o.reader.parser().last_event_id());
+        match now {
+            Some(id) if sendable(id) => id,
+            _ => &self.call.proto.last_event_id,
+        }
     }
 
     /// The reconnection time from the stream's last `retry` field, if one came (a reconnect

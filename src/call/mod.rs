@@ -38,8 +38,8 @@ use crate::cancel::CancelHandle;
 use crate::chat::AttemptTimings;
 use crate::error::Error;
 use crate::http::{
-    self, AttemptIo, HasAttempt, Limits, Phase, Request, Response, drain, http_error,
-    interrupted, unexpected_type, unreadable_encoding,
+    self, AttemptIo, HasAttempt, Limits, Phase, Request, Response, drain, http_error, interrupted,
+    unexpected_type, unreadable_encoding,
 };
 use crate::redact::redact_userinfo;
 use crate::retry::{FailureKind, RetryAction, RetryPolicy, RetryRecord};
@@ -410,7 +410,11 @@ impl<P: Protocol> Call<P> {
 
     /// The attempt's I/O context, with the call's cancel handle and deadline.
     fn attempt_io(&self) -> Arc<AttemptIo> {
-        AttemptIo::new(self.attempts.cancel(), self.limits, self.attempts.deadline())
+        AttemptIo::new(
+            self.attempts.cancel(),
+            self.limits,
+            self.attempts.deadline(),
+        )
     }
 
     /// Every header of a request: the defaults, unless a client header or an override of
@@ -698,7 +702,10 @@ impl<P: Protocol> Call<P> {
             Method::POST,
             &replay::lookup_url(&api),
             Some(&body),
-            vec![(header::CONTENT_TYPE, json.clone()), (header::ACCEPT, json.clone())],
+            vec![
+                (header::CONTENT_TYPE, json.clone()),
+                (header::ACCEPT, json.clone()),
+            ],
             id,
         );
         if lookup.is_some() {
@@ -746,7 +753,9 @@ impl<P: Protocol> Call<P> {
         let response = self.shared.transport.send(&request, &io).ok()?;
         let status = response.status;
         let text = http::read_bounded(response.body, MAX_PROBE_BODY, PROBE_LIMIT);
-        let holds = (status == 200).then(|| replay::lookup_holds(&text, id)).flatten();
+        let holds = (status == 200)
+            .then(|| replay::lookup_holds(&text, id))
+            .flatten();
         log::debug!(
             "{method} {}: {status}{}",
             redact_userinfo(url),
@@ -880,7 +889,10 @@ impl<P: Protocol> Call<P> {
         };
         let ladder = recovery::ladder(&facts);
         let Some(first) = ladder.peek() else {
-            log::debug!("attempt {} failed, no way to carry on: {err}", self.attempts.attempt());
+            log::debug!(
+                "attempt {} failed, no way to carry on: {err}",
+                self.attempts.attempt()
+            );
             let err = self.attempts.give_up(err, false);
             return self.end(err);
         };

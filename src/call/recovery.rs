@@ -152,18 +152,36 @@ mod tests {
         };
         // (facts, ways in order)
         let table: &[(Facts, &[Rung])] = &[
-            (f(K::UnexpectedEof, true, true, true, true), &[Resume, Continue, Restart]),
-            (f(K::UnexpectedEof, true, false, true, true), &[Continue, Restart]),
+            (
+                f(K::UnexpectedEof, true, true, true, true),
+                &[Resume, Continue, Restart],
+            ),
+            (
+                f(K::UnexpectedEof, true, false, true, true),
+                &[Continue, Restart],
+            ),
             (f(K::UnexpectedEof, true, false, false, true), &[Restart]),
-            (f(K::UnexpectedEof, false, true, true, true), &[Resume, Restart]),
+            (
+                f(K::UnexpectedEof, false, true, true, true),
+                &[Resume, Restart],
+            ),
             (f(K::UnexpectedEof, false, false, false, false), &[Restart]),
             // Resume and continue never take anything back: allowed without restarts.
-            (f(K::ConnectionReset, true, true, true, false), &[Resume, Continue]),
+            (
+                f(K::ConnectionReset, true, true, true, false),
+                &[Resume, Continue],
+            ),
             (f(K::IdleTimeout, true, false, false, false), &[]),
-            (f(K::UpstreamBroke, true, true, true, true), &[Resume, Continue, Restart]),
+            (
+                f(K::UpstreamBroke, true, true, true, true),
+                &[Resume, Continue, Restart],
+            ),
             // Not a break (a 503 before the body): the generation never ran to replay.
             (f(K::HttpStatus, false, true, false, true), &[Restart]),
-            (f(K::TruncatedToolCallArguments, true, true, false, true), &[Restart]),
+            (
+                f(K::TruncatedToolCallArguments, true, true, false, true),
+                &[Restart],
+            ),
         ];
         for (facts, want) in table {
             assert_eq!(ladder(facts).to_vec(), *want, "{facts:?}");

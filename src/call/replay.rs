@@ -263,10 +263,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        assert_eq!(
-            lookup_body("a"),
-            br#"{"conversation_ids":["a"]}"#.to_vec()
-        );
+        assert_eq!(lookup_body("a"), br#"{"conversation_ids":["a"]}"#.to_vec());
     }
 
     #[test]

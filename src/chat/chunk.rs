@@ -4,9 +4,9 @@
 use serde::Deserialize;
 use std::borrow::Cow;
 
+use super::response::{ServerTimings, Usage};
 use crate::wire::ApiError;
 use crate::wire::lenient::{null_default, opt_cow};
-use super::response::{ServerTimings, Usage};
 
 /// One `chat.completion.chunk`, borrowing its strings from the SSE data where they contain no
 /// escapes. Unknown fields (`timings`, `logprobs`, `obfuscation`, ...) are ignored and every

@@ -7,12 +7,12 @@ use serde::Deserialize;
 use std::io::{self, BufReader, Read};
 
 use super::accumulate::check_tool_arguments;
-use crate::wire::StreamError;
-use crate::wire::ApiError;
-use crate::wire::lenient::null_default;
 use super::message::{Content, Message};
 use super::response::{ChatResponse, Choice, Timings, Usage};
 use super::think::{Piece, ThinkSplitter};
+use crate::wire::ApiError;
+use crate::wire::StreamError;
+use crate::wire::lenient::null_default;
 
 /// The body's fields; `error` makes it an error body whatever else it has.
 #[derive(Deserialize)]
@@ -97,7 +97,8 @@ fn split_reasoning(message: &mut Message) {
 /// [`StreamError::Api`] for an error body, [`StreamError::MalformedChunk`] for one that is not a
 /// completion, and the tool-argument errors.
 pub fn response_from_completion_json(body: &[u8]) -> Result<ChatResponse, StreamError> {
-    let snippet = || String::from_utf8_lossy(&body[..body.len().min(4 * StreamError::SNIPPET_CHARS)]);
+    let snippet =
+        || String::from_utf8_lossy(&body[..body.len().min(4 * StreamError::SNIPPET_CHARS)]);
     let completion: Completion =
         serde_json::from_slice(body).map_err(|e| StreamError::malformed(e, &snippet()))?;
     completion.into_response(false)

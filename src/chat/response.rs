@@ -7,10 +7,10 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::time::Duration;
 
-use crate::wire::capped::{Capped, json_len};
-use crate::wire::lenient::null_default;
 use super::message::{Content, Message, Role, ToolCall};
 use crate::retry::RetryRecord;
+use crate::wire::capped::{Capped, json_len};
+use crate::wire::lenient::null_default;
 
 /// Token counts. Missing or `null` counts read as 0; other fields (`completion_tokens_details`,
 /// `prompt_tokens_details`, ...) are kept in `extra`, up to [`Usage::MAX_EXTRA_BYTES`].

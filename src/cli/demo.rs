@@ -175,15 +175,13 @@ fn scenarios() -> Vec<Scenario> {
             fault(format!("close-after={cut},times=1")),
         )
         .resumes(&[K::UnexpectedEof]),
-        Scenario {
-            restart: Some(true),
-            ..Scenario::new(
-                "FIN, server without replay",
-                fault(format!("close-after={cut},times=1;no-replay")),
-            )
-            // The replay route answers 404: restart at once, within the same budget.
-            .restarts(3..=3, &[K::UnexpectedEof], 2)
-        },
+        Scenario::new(
+            "FIN, server without replay",
+            fault(format!("close-after={cut},times=1;no-replay")),
+        )
+        // The replay route answers 404: restart at once, within the same retry; the
+        // restarted answer repeats what was shown, which is swallowed.
+        .restarts(2..=2, &[K::UnexpectedEof], 2),
         Scenario::new(
             "RST mid-stream",
             fault(format!("reset-after={cut},times=1")),
@@ -208,13 +206,10 @@ fn scenarios() -> Vec<Scenario> {
             // The generation runs on the server: replayed from byte 0.
             .resumes(&[K::FirstByteTimeout])
         },
-        Scenario {
-            restart: Some(true),
-            ..Scenario::new("no [DONE], stream cut short", fault("no-done,times=1"))
-                // The replay ends the same way (the server ended the generation so): the
-                // client generates again.
-                .restarts(3..=3, &[K::IncompleteStream], 2)
-        },
+        Scenario::new("no [DONE], stream cut short", fault("no-done,times=1"))
+            // The replay ends the same way (the server ended the generation so): the
+            // client generates again, and swallows the repeat.
+            .restarts(3..=3, &[K::IncompleteStream], 2),
         Scenario {
             min_ms: 1000,
             ..Scenario::new(
@@ -235,7 +230,6 @@ fn scenarios() -> Vec<Scenario> {
         ),
         Scenario {
             tool: true,
-            restart: Some(true),
             ..Scenario::new(
                 "truncated tool-call JSON",
                 fault("truncate-tool-args,times=1"),
@@ -672,7 +666,7 @@ fn check(scenario: &Scenario, run: &Run, attempts: u32, retries: &[RetryRecord])
         (Carry::Nothing, None)
         | (Carry::Resume, Some(RetryAction::Resumed { .. }))
         | (Carry::Restart, Some(RetryAction::Restarted)) => {}
-        // A server without replay: the client tries to resume, then restarts.
+        // A replay that ends as the stream did: the client resumes, then restarts.
         (Carry::Restart, Some(RetryAction::Resumed { .. }))
             if retries
                 .get(1)

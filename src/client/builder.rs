@@ -338,8 +338,7 @@ impl ClientBuilder {
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
         if !tls.has_roots() && self.roots_from_env && https {
-            if let Some(path) = std::env::var_os(http::SSL_CERT_FILE).filter(|p| !p.is_empty())
-            {
+            if let Some(path) = std::env::var_os(http::SSL_CERT_FILE).filter(|p| !p.is_empty()) {
                 tls.add_pem_file(std::path::Path::new(&path))
                     .map_err(|e| Error::Config(format!("{}: {e}", http::SSL_CERT_FILE)))?;
             }

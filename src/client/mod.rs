@@ -7,9 +7,7 @@ mod builder;
 
 pub use builder::{ApiKey, ClientBuilder, ProxyConfig};
 
-use crate::call::{
-    ChatStream, EventSource, EventSourceBuilder, RetryHook, Setup, Shared,
-};
+use crate::call::{ChatStream, EventSource, EventSourceBuilder, RetryHook, Setup, Shared};
 use crate::cancel::CancelHandle;
 use crate::chat::{ChatRequest, ChatResponse, OwnedStreamEvent, StreamEvent};
 use crate::error::Error;
@@ -319,7 +317,6 @@ impl Client {
         }
     }
 }
-
 
 impl EventSource {
     /// A builder for a one-off source with a default [`Client`] of its own (build a client

@@ -2,10 +2,12 @@
 //! (what kind of failure, which status, what did the server say, was it retried, would a
 //! retry help), whichever layer noticed the failure.
 
-use crate::wire::{ApiError, StreamError};
 use crate::redact::sanitize;
-use crate::retry::{self, ApiFacts, Failure, FailureKind, HttpFacts, RetryPolicy, RetryRecord, retry_after};
+use crate::retry::{
+    self, ApiFacts, Failure, FailureKind, HttpFacts, RetryPolicy, RetryRecord, retry_after,
+};
 use crate::sse::SseError;
+use crate::wire::{ApiError, StreamError};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

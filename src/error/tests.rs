@@ -255,7 +255,11 @@ mod classification {
         ];
         let policy = RetryPolicy::default();
         for (name, err, want) in table {
-            assert_eq!(classify(&err.failure(), &policy, UNIX_EPOCH), want, "{name}: {err}");
+            assert_eq!(
+                classify(&err.failure(), &policy, UNIX_EPOCH),
+                want,
+                "{name}: {err}"
+            );
         }
     }
 
@@ -274,7 +278,10 @@ mod classification {
             classify(&http(503, None, [None; 3]).failure(), &policy, UNIX_EPOCH),
             P
         );
-        assert_eq!(classify(&failed(FailureKind::Dns).failure(), &policy, UNIX_EPOCH), T);
+        assert_eq!(
+            classify(&failed(FailureKind::Dns).failure(), &policy, UNIX_EPOCH),
+            T
+        );
     }
 
     #[test]
@@ -362,7 +369,13 @@ mod classification {
             ),
         ];
         for (name, err, situation, want) in table {
-            let got = decide(&err.failure(), &policy, &situation, UNIX_EPOCH, &mut Rng::seeded(1));
+            let got = decide(
+                &err.failure(),
+                &policy,
+                &situation,
+                UNIX_EPOCH,
+                &mut Rng::seeded(1),
+            );
             assert_eq!(got, want, "{name}");
         }
         let no_mid_stream = RetryPolicy {

@@ -169,7 +169,7 @@ pub use continuation::Continuation;
 pub use fault::{Fault, FaultRule, FaultSpecError, PER_MILLION, Schedule, StatusFault};
 pub use feed::{FeedEnd, FeedSpec, FeedSpecError};
 pub use record::{MAX_RECORDED_REQUESTS, RecordedRequest};
-pub use replies::Replies;
+pub use replies::{ReplayRoutes, Replies};
 pub use script::{DEFAULT_MODEL, DEFAULT_REPLY, Script};
 pub use session::{DEFAULT_REPLAY_TTL, MAX_RING_BYTES, MAX_STREAM_SESSIONS};
 
@@ -543,17 +543,32 @@ enum Route {
     Models,
     Replay,
     StopReplay,
+    /// `POST /v1/streams/lookup` or `GET /v1/streams`: which sessions the server holds.
+    Lookup,
     Feed,
     Unknown,
 }
 
 impl Route {
-    fn of(method: &str, path: &str) -> Self {
-        match (method, path.strip_prefix("/v1").unwrap_or(path)) {
+    fn of(method: &str, path: &str, replay: ReplayRoutes) -> Self {
+        let path = path.strip_prefix("/v1").unwrap_or(path);
+        let query_shape = matches!(
+            replay,
+            ReplayRoutes::Query | ReplayRoutes::QueryWithoutLookup
+        );
+        let path_shape = replay == ReplayRoutes::Path;
+        let with_id = path
+            .strip_prefix("/stream/")
+            .is_some_and(|id| !id.is_empty());
+        match (method, path) {
             ("POST", "/chat/completions") => Self::Chat,
             ("GET", "/models") => Self::Models,
-            ("GET", "/stream") => Self::Replay,
-            ("DELETE", "/stream") => Self::StopReplay,
+            ("GET", "/stream") if query_shape => Self::Replay,
+            ("DELETE", "/stream") if query_shape => Self::StopReplay,
+            ("GET", _) if path_shape && with_id => Self::Replay,
+            ("DELETE", _) if path_shape && with_id => Self::StopReplay,
+            ("POST", "/streams/lookup") if replay == ReplayRoutes::Query => Self::Lookup,
+            ("GET", "/streams") if path_shape => Self::Lookup,
             ("GET" | "POST", "/events") => Self::Feed,
             _ => Self::Unknown,
         }
@@ -599,8 +614,9 @@ fn respond(
     body: Vec<u8>,
 ) -> bool {
     let json = serde_json::from_slice::<Value>(&body).ok();
+    let lookup_body = json.clone();
     log::debug!("mock server: {} {}", head.method, head.target);
-    let route = Route::of(&head.method, head.path());
+    let route = Route::of(&head.method, head.path(), shared.replies.replay_routes);
     let dropped = reused && shared.stale_hit();
     let streamed =
         (!dropped && route.is_streamed()).then(|| shared.streamed.fetch_add(1, SeqCst) + 1);
@@ -642,6 +658,7 @@ fn respond(
         (Route::Chat, Some(record)) => routes::chat(&ctx, n, record),
         (Route::Replay, _) => routes::replay(&ctx, n, head),
         (Route::StopReplay, _) => routes::stop_replay(&ctx, head),
+        (Route::Lookup, _) => routes::lookup_sessions(&ctx, head, &lookup_body),
         (Route::Feed, _) => routes::feed(&ctx, n, head),
         (Route::Models, _) => {
             let list = json!({"object": "list", "data": [{"id": shared.replies.model(),

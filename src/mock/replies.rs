@@ -52,9 +52,26 @@ pub struct Replies {
     pub(super) faults: Vec<FaultRule>,
     pub(super) replay_ttl: Duration,
     pub(super) continuation: Continuation,
+    pub(super) replay_routes: ReplayRoutes,
     /// Sent on every response, after the response's own headers; a response that sets a
     /// header of the same name itself (the `html` fault's `Server: nginx`) keeps its own.
     pub(super) headers: Vec<(String, String)>,
+}
+
+/// The shapes of llama.cpp's stream-replay routes (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ReplayRoutes {
+    /// llama.cpp 0c1e570 (llama-cpp-python 0.3.36): `GET`/`DELETE /v1/stream?conv_id=ID`
+    /// and `POST /v1/streams/lookup`.
+    #[default]
+    Query,
+    /// The same without the lookup route (older builds, a gateway that passes only
+    /// `/v1/stream` on).
+    QueryWithoutLookup,
+    /// The shape of the pull request that added replay (ggml-org/llama.cpp#23226):
+    /// `GET`/`DELETE /v1/stream/ID` and `GET /v1/streams`.
+    Path,
 }
 
 #[derive(Clone)]
@@ -81,6 +98,7 @@ impl Replies {
             faults: Vec::new(),
             replay_ttl: DEFAULT_REPLAY_TTL,
             continuation: Continuation::default(),
+            replay_routes: ReplayRoutes::default(),
             headers: Vec::new(),
         }
     }
@@ -94,6 +112,13 @@ impl Replies {
     /// How long a stream session stays replayable (default [`DEFAULT_REPLAY_TTL`], 300 s).
     pub fn replay_ttl(mut self, ttl: Duration) -> Self {
         self.replay_ttl = ttl;
+        self
+    }
+
+    /// Which shape of llama.cpp's replay routes the server has (default
+    /// [`ReplayRoutes::Query`], the shape of the llama.cpp the tests build).
+    pub fn replay_routes(mut self, routes: ReplayRoutes) -> Self {
+        self.replay_routes = routes;
         self
     }
 

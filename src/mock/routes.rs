@@ -232,7 +232,7 @@ fn write_replay(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result
     } else if plan.replay_lost {
         Err((400, OFFSET_LOST))
     } else {
-        let query = http::query_pairs(&head.target);
+        let query = replay_query(head);
         lookup(&mut lock(&ctx.shared.sessions), &query, Instant::now())
     };
     match found {
@@ -245,6 +245,69 @@ fn write_replay(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result
         Err((status, message)) => w.error(status, message, status.into(), &[], close)?,
     }
     Ok(true)
+}
+
+/// A replay or stop request's parameters: the query's, with the id of a
+/// `/v1/stream/ID` path as `conv_id`.
+fn replay_query(head: &Head) -> Vec<(String, String)> {
+    let mut query = http::query_pairs(&head.target);
+    let path = head.path();
+    if let Some(id) = path
+        .strip_prefix("/v1")
+        .unwrap_or(path)
+        .strip_prefix("/stream/")
+    {
+        query.retain(|(k, _)| k != "conv_id");
+        let decoded = http::parse_query(&format!("conv_id={id}"));
+        query.extend(decoded);
+    }
+    query
+}
+
+/// `POST /v1/streams/lookup {"conversation_ids":[...]}` (or `GET /v1/streams`): the sessions
+/// held among the ids asked about (all of them for the list), as llama.cpp answers. Not a
+/// streamed response: `no-replay` hits it when it hits the latest streamed response.
+pub(super) fn lookup_sessions(ctx: &Ctx, head: &Head, body: &Option<Value>) -> bool {
+    let shared = ctx.shared;
+    let latest = shared.streamed.load(SeqCst).max(1);
+    let no_replay = Plan::new(&shared.replies.faults, latest).no_replay;
+    let mut w = Wire::new(ctx.stream, &shared.stop, &shared.replies.headers);
+    if let Some(status) = no_replay {
+        let sent = unknown_route(&mut w, status, head, ctx.close);
+        return sent.is_ok() && !ctx.close;
+    }
+    let asked: Option<Vec<String>> = (head.method == "POST").then(|| {
+        body.as_ref()
+            .and_then(|b| b.get("conversation_ids"))
+            .and_then(Value::as_array)
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let now = Instant::now();
+    let mut sessions = lock(&shared.sessions);
+    let entries: Vec<Value> = sessions
+        .ids(now)
+        .into_iter()
+        .filter(|id| asked.as_ref().is_none_or(|asked| asked.contains(id)))
+        .filter_map(|id| {
+            let total = sessions.get(&id, now)?.total();
+            Some(serde_json::json!({
+                "conversation_id": id,
+                "is_done": true,
+                "total_bytes": total,
+                "started_at": 0,
+                "completed_at": 0,
+            }))
+        })
+        .collect();
+    drop(sessions);
+    let body = Value::Array(entries).to_string();
+    let sent = w.reply(200, super::wire::JSON, &[], body.as_bytes(), ctx.close);
+    sent.is_ok() && !ctx.close
 }
 
 /// The replay a query asks for, or the status and message llama.cpp answers, checked in
@@ -278,7 +341,7 @@ pub(super) fn stop_replay(ctx: &Ctx, head: &Head) -> bool {
     let latest = shared.streamed.load(SeqCst).max(1);
     let no_replay = Plan::new(&shared.replies.faults, latest).no_replay;
     let mut w = Wire::new(ctx.stream, &shared.stop, &shared.replies.headers);
-    let query = http::query_pairs(&head.target);
+    let query = replay_query(head);
     let id = query
         .iter()
         .find(|(k, v)| k == "conv_id" && !v.is_empty())

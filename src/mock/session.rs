@@ -56,7 +56,6 @@ impl Tail {
     }
 
     /// Every byte ever pushed.
-    #[cfg(test)]
     pub fn total(&self) -> usize {
         self.dropped + self.bytes.len()
     }
@@ -113,6 +112,12 @@ impl Sessions {
         let before = self.list.len();
         self.list.retain(|s| s.id != id);
         self.list.len() != before
+    }
+
+    /// The ids of the live sessions, oldest first.
+    pub fn ids(&mut self, now: Instant) -> Vec<String> {
+        self.prune(now);
+        self.list.iter().map(|s| s.id.clone()).collect()
     }
 
     /// The live session for `id`.

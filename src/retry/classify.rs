@@ -104,7 +104,8 @@ fn classify_status(
         Some(verdict) => verdict,
         None => {
             // OpenAI's 429 for an empty account: waiting does not refill it.
-            let no_quota = http.status == 429 && api.and_then(|a| a.code) == Some("insufficient_quota");
+            let no_quota =
+                http.status == 429 && api.and_then(|a| a.code) == Some("insufficient_quota");
             !no_quota && policy.retry_statuses.contains(&http.status)
         }
     };
@@ -143,6 +144,9 @@ const PERMANENT_WORDS: &[&str] = &[
     "contentpolicyviolation",
     "moderation",
     "invalid_request",
+    "ratelimit",
+    "rate_limit",
+    "rate limit",
     "badrequest",
     "bad request",
     "unprocessable",
@@ -188,11 +192,15 @@ const TRANSIENT_WORDS: &[&str] = &[
 
 /// Codes a gateway puts on an error event when the failure is behind it (it may send the
 /// number as text: LiteLLM's `"code": "500"`).
+/// (A rate limit inside a stream is not among them: without a wait from the server, sending
+/// again hits the same limit.)
 const TRANSIENT_CODES: &[&str] = &[
-    "408", "429", "500", "502", "503", "504", "520", "521", "522", "524", "529",
+    "408", "500", "502", "503", "504", "520", "521", "522", "524", "529",
 ];
 /// Codes that name a request the server refuses.
-const PERMANENT_CODES: &[&str] = &["400", "401", "402", "403", "404", "409", "413", "422"];
+const PERMANENT_CODES: &[&str] = &[
+    "400", "401", "402", "403", "404", "409", "413", "422", "429",
+];
 
 /// Whether an error object sent *inside* a stream (an error event) describes a transient
 /// failure. Unknown errors are permanent: only what is known to pass is retried.

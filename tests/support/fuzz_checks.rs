@@ -16,7 +16,7 @@ use oai_sse::retry::{
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
 use oai_sse::{
-    Accumulator, ApiError, StreamError, ChatResponse, Completion, Error, HttpError, StreamEvent,
+    Accumulator, ApiError, ChatResponse, Completion, Error, HttpError, StreamError, StreamEvent,
     response_from_completion_json,
 };
 use serde_json::{Map, Value, json};
@@ -628,7 +628,10 @@ fn check_stream(body: &[u8], usage_requested: bool, limits: oai_sse::ChatLimits)
         }
         Err(err) => {
             if !complete {
-                assert!(matches!(err, StreamError::IncompleteStream { .. }), "{err:?}");
+                assert!(
+                    matches!(err, StreamError::IncompleteStream { .. }),
+                    "{err:?}"
+                );
             }
             assert!(!matches!(err, StreamError::IncompleteStream { .. }) || !complete);
             check_chat_error(&err, &limits);
@@ -1016,6 +1019,8 @@ fn gen_time(input: &mut Input<'_>) -> SystemTime {
     }
 }
 
+// Field by field, in input order: the policy is `#[non_exhaustive]` outside the crate.
+#[allow(clippy::field_reassign_with_default)]
 fn gen_policy(input: &mut Input<'_>) -> RetryPolicy {
     let statuses = input.byte() % 5;
     let mut policy = RetryPolicy::default();
@@ -1134,7 +1139,13 @@ pub fn retry_headers(data: &[u8]) {
         deadline,
         server_down_for: (input.byte() & 1 == 1).then(|| gen_duration(&mut input)),
     };
-    let decision = decide(&err.failure(), &policy, &situation, now, &mut Rng::seeded(seed));
+    let decision = decide(
+        &err.failure(),
+        &policy,
+        &situation,
+        now,
+        &mut Rng::seeded(seed),
+    );
     if let Decision::Retry(wait) = decision {
         let cap = policy.max_delay.max(policy.max_retry_after);
         assert!(wait <= cap, "retry after {wait:?}, over {cap:?}");

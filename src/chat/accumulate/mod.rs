@@ -15,12 +15,12 @@ use std::collections::VecDeque;
 
 use serde::de::IgnoredAny;
 
-use crate::wire::{ApiError, StreamError, truncate_chars};
 use super::chunk::{ChoiceDelta, ChunkRef, ToolCallDeltaRef};
 use super::event::StreamEvent;
 use super::message::{Content, FunctionCall, Message, Role, ToolCall};
 use super::response::{ChatResponse, Choice, ServerTimings, Timings, Usage};
 use super::think::{Piece, ThinkSplitter};
+use crate::wire::{ApiError, StreamError, truncate_chars};
 
 /// Memory bounds of one [`Accumulator`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +63,6 @@ pub enum Completion {
     Complete,
 }
 
-
 pub(crate) use recover::{Against, Shown};
 
 /// Turns the events of one streamed chat completion into [`StreamEvent`]s and a
@@ -100,6 +99,9 @@ pub struct Accumulator {
     hidden: Vec<recover::Hidden>,
     /// Usage was shown before a restart: the restarted answer's is not handed out again.
     usage_hidden: bool,
+    /// Chunks that carried output: about the tokens generated (a server streams one token per
+    /// chunk, or a few).
+    output_chunks: u64,
 }
 
 /// An event waiting in the queue: which buffer it points into and where.
@@ -231,6 +233,7 @@ impl Accumulator {
             server_timings: None,
             hidden: Vec::new(),
             usage_hidden: false,
+            output_chunks: 0,
         }
     }
 
@@ -377,9 +380,8 @@ impl Accumulator {
                     index: u32::try_from(slot).unwrap_or(u32::MAX),
                     id: call.filter(|_| id && !shown).map(|c| c.id.as_str()),
                     name: call.filter(|_| name && !shown).map(|c| c.name.as_str()),
-                    arguments: call.map_or("", |c| {
-                        slice(&c.arguments, start.max(hidden).min(end), end)
-                    }),
+                    arguments: call
+                        .map_or("", |c| slice(&c.arguments, start.max(hidden).min(end), end)),
                 }
             }
             Pending::Finish { at } => StreamEvent::Finish {
@@ -423,6 +425,11 @@ impl Accumulator {
     /// Whether any content, reasoning, refusal or tool-call delta has been produced.
     pub fn has_output(&self) -> bool {
         self.has_output
+    }
+
+    /// Chunks that carried output so far.
+    pub(crate) fn output_chunks(&self) -> u64 {
+        self.output_chunks
     }
 
     /// Whether some choice has a tool call.
@@ -546,6 +553,7 @@ impl Accumulator {
         if self.created.is_none() {
             self.created = chunk.created;
         }
+        let used = self.budget.used;
         for delta in &chunk.choices {
             let at = self.choice_slot(delta.index)?;
             let Some(acc) = self.choices.get_mut(at) else {
@@ -558,6 +566,9 @@ impl Accumulator {
                 pending: &mut self.pending,
             };
             acc.apply(delta, &self.limits, &mut out)?;
+        }
+        if self.budget.used > used {
+            self.output_chunks += 1;
         }
         if let Some(usage) = chunk.usage {
             // Only the latest usage is held (vLLM can send one on every chunk).

@@ -238,7 +238,6 @@ impl Accumulator {
         }
     }
 
-
     /// Whether [`next_event`](Self::next_event) has an event to hand out: drops the queued
     /// ones that are hidden.
     pub(crate) fn has_visible(&mut self) -> bool {
@@ -255,9 +254,7 @@ impl Accumulator {
     pub(super) fn visible(&self, pending: &Pending) -> bool {
         match *pending {
             Pending::Role { at } => !self.hidden_of(at).is_some_and(|h| h.role),
-            Pending::Text {
-                at, field, end, ..
-            } => end > self.hidden_text(at, field),
+            Pending::Text { at, field, end, .. } => end > self.hidden_text(at, field),
             Pending::ToolCall {
                 at,
                 slot,

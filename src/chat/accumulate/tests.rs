@@ -31,9 +31,9 @@ fn sequential_choices_complete_only_when_all_n_finished() {
 }
 
 use super::*;
-use crate::retry::FailureKind;
 use crate::chat::OwnedStreamEvent as E;
 use crate::chat::response_from_completion_json;
+use crate::retry::FailureKind;
 use serde_json::Value;
 use serde_json::json;
 
@@ -588,7 +588,11 @@ fn server_errors() {
     for ((ty, data), want, kind) in cases {
         let r = run(false, &[("message", ok_chunk), (ty, data)]);
         assert_eq!(r.events, vec![text(0, "hi")]);
-        assert_eq!(r.error.as_ref().map(StreamError::kind), Some(kind), "{data}");
+        assert_eq!(
+            r.error.as_ref().map(StreamError::kind),
+            Some(kind),
+            "{data}"
+        );
         assert_eq!(r.error, Some(want), "{data}");
     }
 }
