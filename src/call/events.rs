@@ -154,7 +154,7 @@ impl EventSourceBuilder {
     /// [`Error::Config`] for a URL that is not `http(s)://host...`, an `https` URL without
     /// the `tls` feature, an invalid header name or value, a `Last-Event-ID` header, a last
     /// event ID that cannot be sent as a header (control characters, longer than
-    /// [`MAX_LAST_EVENT_ID`]), or a default client that cannot be built (see
+    /// 4096 bytes), or a default client that cannot be built (see
     /// [`ClientBuilder::build`](crate::ClientBuilder::build)).
     pub fn build(self) -> Result<EventSource, Error> {
         check_url(&self.url)?;
@@ -495,13 +495,13 @@ pub struct Reconnect {
 }
 
 /// Any Server-Sent Events endpoint, pulled item by item, reconnecting as the WHATWG
-/// standard says. Get one from [`Client::events`] or [`EventSource::builder`].
+/// standard says. Get one from [`Client::events`](crate::Client::events) or [`EventSource::builder`].
 ///
 /// # On the wire
 ///
 /// The first [`EventSource::next_event`] sends the request (`GET`, or `POST` with a body)
 /// with `Accept: text/event-stream` and `Cache-Control: no-cache`. A `2xx` answer of type
-/// `text/event-stream` is read item by item through the zero-copy [`EventReader`]; a fresh
+/// `text/event-stream` is read item by item through the zero-copy [`EventReader`](crate::sse::EventReader); a fresh
 /// parser per connection is seeded with the last event ID, which (as the standard says)
 /// belongs to the source and outlives each connection.
 ///
@@ -620,7 +620,7 @@ impl EventSource {
     }
 
     /// The reconnection time from the stream's last `retry` field, if one came (a reconnect
-    /// waits at least [`MIN_RECONNECTION_TIME`] whatever it says).
+    /// waits at least 100 ms whatever it says).
     pub fn reconnection_time(&self) -> Option<Duration> {
         self.call.proto.reconnection_time
     }
