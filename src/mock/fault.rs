@@ -52,6 +52,17 @@ pub enum Fault {
     ReplayExpired,
     /// A replay `GET /v1/stream` answers 400 "Stream offset lost, please restart".
     ReplayLost,
+    /// A replay starts this many bytes after the offset asked for (before it, if negative):
+    /// a server that counts offsets in other bytes than the client (a gateway that re-frames).
+    ReplayShift(i64),
+    /// A replay ignores the offset and sends the stream from its first byte.
+    ReplayFromStart,
+    /// A replay sends another conversation's stream: the stored bytes under another
+    /// completion id.
+    ReplayForeign,
+    /// A chat stream answers `200 text/event-stream` and ends without a single event
+    /// (llama-cpp-python does so for a prompt longer than its context).
+    EmptyStream,
     /// The stream session a chat request registers keeps only its last this many bytes; replays
     /// from earlier offsets answer 400 "Stream offset lost".
     Ring(usize),
@@ -205,7 +216,8 @@ pub enum FaultSpecError {
     #[error(
         "unknown fault `{0}` (expected close-after, reset-after, stall-after, stall-before, status, \
          html, truncate-tool-args, no-done, hold-open, crlf, ping, slices, no-replay, \
-         replay-expired, replay-lost, ring, stale, idle-close-ms or close-after-response)"
+         replay-expired, replay-lost, replay-shift, replay-from-start, replay-foreign, \
+         empty-stream, ring, stale, idle-close-ms or close-after-response)"
     )]
     UnknownFault(String),
     /// An option the fault does not take.
@@ -285,6 +297,14 @@ impl FromStr for FaultRule {
             },
             "replay-expired" => flag(Fault::ReplayExpired)?,
             "replay-lost" => flag(Fault::ReplayLost)?,
+            "replay-shift" => match value.map(str::parse::<i64>) {
+                Some(Ok(n)) => Fault::ReplayShift(n),
+                Some(Err(_)) => return Err(invalid(kind, value.unwrap_or_default())),
+                None => return Err(E::MissingValue(kind.to_owned())),
+            },
+            "replay-from-start" => flag(Fault::ReplayFromStart)?,
+            "replay-foreign" => flag(Fault::ReplayForeign)?,
+            "empty-stream" => flag(Fault::EmptyStream)?,
             "ring" => Fault::Ring(number(kind, value)?),
             "stale" => match value {
                 None => Fault::stale(1.0),
@@ -402,6 +422,10 @@ pub(super) struct Plan {
     pub no_replay: Option<u16>,
     pub replay_expired: bool,
     pub replay_lost: bool,
+    pub replay_shift: Option<i64>,
+    pub replay_from_start: bool,
+    pub replay_foreign: bool,
+    pub empty: bool,
     pub ring: Option<usize>,
 }
 
@@ -431,6 +455,10 @@ impl Plan {
                 Fault::NoReplay(code) => p.no_replay = p.no_replay.or(Some(code)),
                 Fault::ReplayExpired => p.replay_expired = true,
                 Fault::ReplayLost => p.replay_lost = true,
+                Fault::ReplayShift(n) => p.replay_shift = p.replay_shift.or(Some(n)),
+                Fault::ReplayFromStart => p.replay_from_start = true,
+                Fault::ReplayForeign => p.replay_foreign = true,
+                Fault::EmptyStream => p.empty = true,
                 Fault::Ring(n) => p.ring = p.ring.or(Some(n)),
                 Fault::Stale { .. } | Fault::IdleClose(_) | Fault::CloseAfterResponse => {}
             }

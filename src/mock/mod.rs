@@ -12,8 +12,9 @@
 //!   pieces generated ([`MockServer::generated_tokens`] adds them up); `prompt_tokens` the
 //!   words of the messages. A request ending with an assistant message may be continued,
 //!   below.
-//! - `GET /v1/stream?conv_id=ID&from=N` and `DELETE /v1/stream?conv_id=ID`: llama.cpp's stream
-//!   replay, below.
+//! - `GET /v1/stream?conv_id=ID&from=N`, `DELETE /v1/stream?conv_id=ID` and
+//!   `POST /v1/streams/lookup`: llama.cpp's stream replay, below (or the other shape of its
+//!   routes, [`ReplayRoutes`]).
 //! - `GET` or `POST /v1/events?QUERY`: a generic numbered event feed for EventSource clients,
 //!   configured by its query ([`FeedSpec`]).
 //! - `GET /v1/models` lists the model; anything else is a 404 with an OpenAI error body.
@@ -45,6 +46,12 @@
 //! | ... `from` not a number | `400` "Invalid 'from' offset" |
 //! | ... N below what the ring still holds | `400` "Stream offset lost, please restart" |
 //! | `DELETE /v1/stream?conv_id=ID` | `204`, idempotent; the session is gone ([`MockServer::deleted_streams`]) |
+//! | `POST /v1/streams/lookup` `{"conversation_ids":[ID,...]}` | `200`, a JSON array with an entry (`conversation_id`, `is_done`, `total_bytes`, ...) per id asked about that the server holds |
+//!
+//! With [`ReplayRoutes::Path`] the routes are `GET /v1/stream/ID?from=N`, `DELETE
+//! /v1/stream/ID` and `GET /v1/streams` (every session held), the shape of the pull request
+//! that added replay to llama.cpp; [`ReplayRoutes::QueryWithoutLookup`] has no lookup route.
+//! The `no-replay` fault makes the lookup and list routes answer like the others.
 //!
 //! Error bodies are `{"error":{"message","type","param","code"}}` with the status as `code`,
 //! as llama.cpp sends them. Sessions expire [`DEFAULT_REPLAY_TTL`] (300 s) after they are
@@ -107,6 +114,10 @@
 //! | `no-replay[=STATUS]` | [`Fault::NoReplay`] (default 404) | a chat request registers no session; a replay `GET` answers STATUS; a `DELETE` too, when the rule hits the latest streamed response | |
 //! | `replay-expired` | [`Fault::ReplayExpired`] | replay `GET`s: 404 | |
 //! | `replay-lost` | [`Fault::ReplayLost`] | replay `GET`s: 400 | |
+//! | `replay-shift=N` | [`Fault::ReplayShift`] | replay `GET`s start N bytes after the offset asked for (before it if N < 0) | |
+//! | `replay-from-start` | [`Fault::ReplayFromStart`] | replay `GET`s ignore the offset | |
+//! | `replay-foreign` | [`Fault::ReplayForeign`] | replay `GET`s send the stream under another completion id | |
+//! | `empty-stream` | [`Fault::EmptyStream`] | chat streams: `200`, then no event at all | |
 //! | `ring=BYTES` | [`Fault::Ring`] | the session a chat request registers keeps its last BYTES | |
 //! | `stale[=P]` | [`Fault::Stale`] (P in 0..=1, default 1) | requests on a reused connection, counted by [`Schedule::Reuses`]: read, then the connection closes without a byte | `seed=S` |
 //! | `idle-close-ms=MS` | [`Fault::IdleClose`] | connections, counted by [`Schedule::Connections`]: closed after MS idle between requests | |

@@ -166,7 +166,10 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         // sent and survives whatever happens to this connection.
         let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
         let mut tail = Tail::new(ring);
-        for piece in script.pieces(request, plan, prefill) {
+        for piece in script
+            .pieces(request, plan, prefill)
+            .filter(|_| !plan.empty)
+        {
             tail.push(piece.data.as_bytes());
         }
         lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
@@ -198,6 +201,10 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         return Ok(true);
     }
     w.event_stream_head(close)?;
+    if plan.empty {
+        w.last_chunk()?;
+        return Ok(true);
+    }
     w.pieces(script.pieces(request, plan, prefill))?;
     if let Some(d) = plan.hold {
         w.pause(d)?;
@@ -235,6 +242,7 @@ fn write_replay(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result
         let query = replay_query(head);
         lookup(&mut lock(&ctx.shared.sessions), &query, Instant::now())
     };
+    let found = found.map(|bytes| misreplay(ctx, plan, head, bytes));
     match found {
         Ok(bytes) => {
             ctx.shared.replays.fetch_add(1, SeqCst);
@@ -245,6 +253,41 @@ fn write_replay(w: &mut Wire, ctx: &Ctx, plan: &Plan, head: &Head) -> io::Result
         Err((status, message)) => w.error(status, message, status.into(), &[], close)?,
     }
     Ok(true)
+}
+
+/// The bytes a replay that the plan makes wrong sends instead of `bytes` (the stored stream
+/// from the offset asked for).
+fn misreplay(ctx: &Ctx, plan: &Plan, head: &Head, bytes: Vec<u8>) -> Vec<u8> {
+    if !(plan.replay_from_start || plan.replay_foreign || plan.replay_shift.is_some()) {
+        return bytes;
+    }
+    let query = replay_query(head);
+    let id = query.iter().find(|(k, _)| k == "conv_id").map(|(_, v)| v);
+    let Some(all) = id.and_then(|id| {
+        let mut sessions = lock(&ctx.shared.sessions);
+        sessions
+            .get(id, Instant::now())
+            .and_then(|t| t.from(0))
+            .map(<[u8]>::to_vec)
+    }) else {
+        return bytes;
+    };
+    let asked = all.len() - bytes.len();
+    let start = if plan.replay_from_start {
+        0
+    } else {
+        let shift = plan.replay_shift.unwrap_or(0);
+        asked
+            .saturating_add_signed(isize::try_from(shift).unwrap_or(0))
+            .min(all.len())
+    };
+    let out = all.get(start..).unwrap_or_default().to_vec();
+    if plan.replay_foreign {
+        let text =
+            String::from_utf8_lossy(&out).replace("\"id\":\"chatcmpl-", "\"id\":\"chatcmpl-other-");
+        return text.into_bytes();
+    }
+    out
 }
 
 /// A replay or stop request's parameters: the query's, with the id of a
