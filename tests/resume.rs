@@ -483,3 +483,159 @@ fn the_pull_stream_resumes_inside_next_event() {
     assert_eq!(response.retries[0].action, RetryAction::Resumed { offset });
     assert_eq!(server.generation_count(), 1);
 }
+
+/// A replay that is not the stream received (another offset, from the start, another
+/// conversation) is discarded before a byte of it reaches the caller: the call falls back
+/// within the same retry, and the caller sees the uncut answer once.
+#[test]
+fn a_replay_that_does_not_match_is_never_spliced() {
+    let (clean, clean_events) = run(&client(&MockServer::start(script()).expect("mock")));
+    let clean = clean.expect("clean run");
+    for spec in [
+        "replay-shift=7",
+        "replay-shift=-5",
+        "replay-shift=1",
+        "replay-from-start",
+        "replay-foreign",
+    ] {
+        for cut in [300, 700, 1100] {
+            let server = MockServer::start(
+                script()
+                    .fault(fault(&format!("close-after={cut},times=1")))
+                    .fault(fault(spec)),
+            )
+            .expect("mock");
+            let (result, events) = run(&client(&server));
+            let response = result.unwrap_or_else(|e| panic!("{spec} cut {cut}: {e:?}"));
+            assert_eq!(
+                without_retries(&response),
+                without_retries(&clean),
+                "{spec} cut {cut}"
+            );
+            let shown: Vec<_> = events
+                .iter()
+                .filter(|e| {
+                    !matches!(
+                        e,
+                        OwnedStreamEvent::Continued { .. } | OwnedStreamEvent::Resumed { .. }
+                    )
+                })
+                .collect();
+            assert_eq!(shown, deltas(&clean_events), "{spec} cut {cut}");
+            let [retry] = response.retries.as_slice() else {
+                panic!("{spec} cut {cut}: {:?}", response.retries);
+            };
+            // Asked from byte 0, a shift back or a replay from the start is the right one.
+            let from_start = server
+                .requests()
+                .iter()
+                .any(|r| r.method == "GET" && r.path.ends_with("&from=0"));
+            if (spec.contains("=-") || spec == "replay-from-start") && from_start {
+                assert!(
+                    matches!(retry.action, RetryAction::Resumed { .. }),
+                    "{spec} cut {cut}: {retry:?}"
+                );
+                continue;
+            }
+            assert_eq!(retry.action, RetryAction::Restarted, "{spec} cut {cut}");
+            assert!(
+                retry
+                    .passed_over
+                    .as_deref()
+                    .is_some_and(|why| why.starts_with("the replay did not match")),
+                "{spec} cut {cut}: {retry:?}"
+            );
+        }
+    }
+}
+
+/// Both shapes of llama.cpp's replay routes resume, and so does the query shape without the
+/// lookup route; each costs one retry, not a probe of its own.
+#[test]
+fn both_shapes_of_the_replay_routes_resume() {
+    use oai_sse::mock::{ReplayRoutes, Replies};
+    for routes in [
+        ReplayRoutes::Query,
+        ReplayRoutes::QueryWithoutLookup,
+        ReplayRoutes::Path,
+    ] {
+        let replies =
+            Replies::from(script().fault(fault("close-after=700,times=1"))).replay_routes(routes);
+        let server = MockServer::start(replies).expect("mock");
+        let (result, _) = run(&client(&server));
+        let response = result.unwrap_or_else(|e| panic!("{routes:?}: {e:?}"));
+        assert_eq!(response.content(), REPLY, "{routes:?}");
+        assert_eq!(server.generation_count(), 1, "{routes:?}");
+        assert!(
+            matches!(response.retries.as_slice(), [r] if matches!(r.action, RetryAction::Resumed { .. })),
+            "{routes:?}: {:?}",
+            response.retries
+        );
+        let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+        let replay = paths
+            .iter()
+            .find(|p| p.starts_with("/v1/stream") && !p.starts_with("/v1/streams"))
+            .unwrap_or_else(|| panic!("{routes:?}: no replay in {paths:?}"));
+        match routes {
+            ReplayRoutes::Path => assert!(replay.starts_with("/v1/stream/"), "{replay}"),
+            _ => assert!(replay.starts_with("/v1/stream?conv_id="), "{replay}"),
+        }
+    }
+}
+
+/// A 200 event stream with no event at all, twice for the same request, is a server bug:
+/// reported as such after the second, not resent until the budget is gone.
+#[test]
+fn an_empty_stream_twice_is_reported_not_resent() {
+    let server = MockServer::start(script().fault(fault("empty-stream"))).expect("mock");
+    let (result, _) = run(&client(&server));
+    let err = result.expect_err("empty streams");
+    let Error::AfterRetries(after) = &err else {
+        panic!("reported after the one retry: {err:?}");
+    };
+    assert_eq!(after.attempts, 2, "{after:?}");
+    assert!(
+        matches!(after.last, Error::Stream(oai_sse::StreamError::EmptyStream)),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("empty event stream"),
+        "the message says what happened: {err}"
+    );
+    let posts = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .count();
+    assert_eq!(posts, 2, "sent twice, not four times");
+}
+
+/// `DELETE /v1/stream` is sent only for a conversation the server answered with a 200 event
+/// stream: never after a permanent failure that started no stream.
+#[test]
+fn no_delete_for_a_stream_that_never_started() {
+    for spec in [
+        "status=429,retry-after=soon,times=1",
+        "status=400,times=1",
+        "html=200",
+        "status=401",
+    ] {
+        let server = MockServer::start(script().fault(fault(spec))).expect("mock");
+        let (result, _) = run(&client_with(&server, without_retries_policy()));
+        assert!(result.is_err(), "{spec}: {result:?}");
+        let deletes: Vec<_> = server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| r.path.clone())
+            .collect();
+        assert!(deletes.is_empty(), "{spec}: {deletes:?}");
+    }
+}
+
+fn without_retries_policy() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 0,
+        ..policy()
+    }
+}

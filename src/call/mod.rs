@@ -88,11 +88,26 @@ impl Open {
     }
 }
 
-/// Where a resume asks the replay to start, and the bytes it must begin with.
+/// Where a resume asks the replay to start, and the bytes it must begin with: the events
+/// delivered since `from`, then the `partial` bytes of an event received but not complete
+/// (verified too, then parsed again).
 #[derive(Debug, Clone, Default)]
 struct ResumePlan {
     from: u64,
     expect: Vec<u8>,
+    partial: usize,
+}
+
+impl ResumePlan {
+    /// The offset just past the last complete event, where the parser picks up.
+    fn offset(&self) -> u64 {
+        self.from + (self.expect.len() - self.partial) as u64
+    }
+
+    /// The received bytes held before the parser's offset, and those it reads again.
+    fn split(&self) -> (&[u8], &[u8]) {
+        self.expect.split_at(self.expect.len() - self.partial)
+    }
 }
 
 enum State<O> {
@@ -541,7 +556,7 @@ impl<P: Protocol> Call<P> {
                 } else {
                     BodyKind::Fresh
                 };
-                self.open_body(response, 0, &[], kind);
+                self.open_body(response, 0, &[], &[], kind);
                 let attempt = self.attempts.attempt();
                 match self.rung {
                     Some(Rung::Continue) => self.proto.recovered(Recovered::Continued { attempt }),
@@ -584,9 +599,19 @@ impl<P: Protocol> Call<P> {
         self.clock_first_byte();
     }
 
-    fn open_body(&mut self, response: Response, base: u64, held: &[u8], kind: BodyKind) {
+    /// Opens `response` for reading at offset `base` of the stream: `held` are the verified
+    /// bytes just before it, `pending` verified bytes from `base` on that the parser reads
+    /// before the body's own.
+    fn open_body(
+        &mut self,
+        response: Response,
+        base: u64,
+        held: &[u8],
+        pending: &[u8],
+        kind: BodyKind,
+    ) {
         let parser = self.proto.parser(&self.shared);
-        let tap = BodyTap::new(response.body, base, held);
+        let tap = BodyTap::new(response.body, base, held, pending);
         self.open = Some(Open {
             reader: EventReader::with_parser(BufReader::with_capacity(READ_BUFFER, tap), parser),
             base,
@@ -657,8 +682,9 @@ impl<P: Protocol> Call<P> {
                     return self.failed(err);
                 }
             }
-            let base = plan.from + plan.expect.len() as u64;
-            self.open_body(response, base, &plan.expect, BodyKind::Replay);
+            let base = plan.offset();
+            let (held, pending) = plan.split();
+            self.open_body(response, base, held, pending, BodyKind::Replay);
             self.stream_seen = true;
             self.resumed_before = true;
             self.broken = None;
@@ -844,13 +870,28 @@ impl<P: Protocol> Call<P> {
             self.proto.closed(open.reader.parser());
             let tap = open.reader.get_ref().get_ref();
             let starts: Vec<u64> = self.starts.iter().copied().collect();
-            self.resume = match replay::overlap_start(&starts, self.offset, tap.held_from()) {
-                Some(from) => tap
-                    .held(from, self.offset)
-                    .map(|expect| ResumePlan { from, expect }),
-                None if self.offset == 0 => Some(ResumePlan::default()),
-                None => None,
-            };
+            // Verified from the earliest event start kept (or the stream's first byte), to the
+            // last byte received: a partial event is checked too, so that a resume with no
+            // complete event before the break still has bytes to verify.
+            let from = replay::overlap_start(&starts, self.offset, tap.held_from())
+                .or((self.offset == 0).then_some(0));
+            self.resume = from.and_then(|from| {
+                let received = tap.held(from, tap.end()).map(|expect| ResumePlan {
+                    from,
+                    partial: usize::try_from(tap.end() - self.offset).unwrap_or(0),
+                    expect,
+                });
+                received.or_else(|| {
+                    let expect = tap.held(from, self.offset)?;
+                    // An empty plan verifies nothing: only at the stream's start, where
+                    // nothing was delivered, is that no resume at all.
+                    (!expect.is_empty() || tap.end() == 0).then_some(ResumePlan {
+                        from,
+                        expect,
+                        partial: 0,
+                    })
+                })
+            });
         } else if self.offset == 0 {
             self.resume.get_or_insert_with(ResumePlan::default);
         }
@@ -901,7 +942,7 @@ impl<P: Protocol> Call<P> {
                 let offset = self
                     .resume
                     .as_ref()
-                    .map_or(0, |p| p.from + p.expect.len() as u64);
+                    .map_or(0, ResumePlan::offset);
                 let wait = if self.resumed_before {
                     Wait::Backoff
                 } else {

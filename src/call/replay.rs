@@ -132,22 +132,31 @@ pub(crate) struct BodyTap {
     body: BodyRead,
     tail: StreamTail,
     ring: VecDeque<u8>,
+    /// Verified bytes read before the body's own (the part of an event a resume checked).
+    pending: io::Cursor<Vec<u8>>,
     /// The offset, in the generation's stream, just past the last byte read.
     end: u64,
 }
 
 impl BodyTap {
     /// A tap on `body`, whose first byte sits at offset `start` of the stream, holding
-    /// `held` (the bytes just before `start`, already verified) as if read from it.
-    pub(crate) fn new(body: BodyRead, start: u64, held: &[u8]) -> Self {
+    /// `held` (the bytes just before `start`, already verified) as if read from it, and
+    /// reading `pending` (verified bytes from `start` on) before the body.
+    pub(crate) fn new(body: BodyRead, start: u64, held: &[u8], pending: &[u8]) -> Self {
         let mut ring = VecDeque::with_capacity(RING);
         ring.extend(&held[held.len().saturating_sub(RING)..]);
         Self {
             body,
             tail: StreamTail::default(),
             ring,
+            pending: io::Cursor::new(pending.to_vec()),
             end: start,
         }
+    }
+
+    /// The offset just past the last byte read.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
     }
 
     /// The held bytes from offset `from` to `to`, if the ring still has them all.
@@ -174,7 +183,10 @@ impl BodyTap {
 
 impl Read for BodyTap {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.body.read(buf)?;
+        let n = match self.pending.read(buf)? {
+            0 => self.body.read(buf)?,
+            n => n,
+        };
         let bytes = buf.get(..n).unwrap_or_default();
         self.tail.record(bytes);
         let bytes = &bytes[bytes.len().saturating_sub(RING)..];
