@@ -876,11 +876,15 @@ impl<P: Protocol> Call<P> {
             let from = replay::overlap_start(&starts, self.offset, tap.held_from())
                 .or((self.offset == 0).then_some(0));
             self.resume = from.and_then(|from| {
-                let received = tap.held(from, tap.end()).map(|expect| ResumePlan {
-                    from,
-                    partial: usize::try_from(tap.end() - self.offset).unwrap_or(0),
-                    expect,
-                });
+                let partial = usize::try_from(tap.end().checked_sub(self.offset)?).ok()?;
+                let received = tap
+                    .held(from, tap.end())
+                    .filter(|expect| expect.len() >= partial)
+                    .map(|expect| ResumePlan {
+                        from,
+                        partial,
+                        expect,
+                    });
                 received.or_else(|| {
                     let expect = tap.held(from, self.offset)?;
                     // An empty plan verifies nothing: only at the stream's start, where
@@ -939,10 +943,7 @@ impl<P: Protocol> Call<P> {
         };
         let (action, wait) = match first {
             Rung::Resume => {
-                let offset = self
-                    .resume
-                    .as_ref()
-                    .map_or(0, ResumePlan::offset);
+                let offset = self.resume.as_ref().map_or(0, ResumePlan::offset);
                 let wait = if self.resumed_before {
                     Wait::Backoff
                 } else {
