@@ -7,12 +7,13 @@
 
 mod llama;
 
+use llama::gateway::{self, Gateway};
 use llama::http::{self, Exchange, Framer, Piece};
 use llama::{Cut, CutAt, Fault, FaultProxy, Outcome, Shared};
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{
-    CallOptions, CancelHandle, ChatRequest, Client, Error, Message, ProxyConfig, RetryAction,
-    StreamEvent,
+    CallOptions, CancelHandle, ChatRequest, Client, Error, FailureKind, Message, ProxyConfig,
+    RetryAction, StreamEvent,
 };
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
@@ -1118,4 +1119,174 @@ fn llama_server_stops_when_dropped_and_leaves_no_process() {
     assert_eq!(server.call("GET", "/health", &[], b"").status(), Some(200));
     drop(server);
     assert!(!alive(), "no process of the group is left after drop");
+}
+
+// -------------------------------------------------------------------------------------------
+// Behind a real gateway: LiteLLM's proxy in front of llama-server
+// -------------------------------------------------------------------------------------------
+
+/// The gateway and the fault proxy between it and llama-server, one per test binary.
+struct BehindGateway {
+    /// Between the gateway and llama-server: cuts here are what LiteLLM reports in-stream.
+    upstream: FaultProxy,
+    gateway: Gateway,
+}
+
+/// LiteLLM (tests/llama/build-gateway.sh) in front of the shared llama-server; `None` when it
+/// is not installed (a skip, or a failure under `OAI_SSE_REQUIRE_GATEWAY=1`).
+fn behind_gateway(llama: &Shared) -> Option<&'static BehindGateway> {
+    static GATEWAY: OnceLock<Option<BehindGateway>> = OnceLock::new();
+    GATEWAY
+        .get_or_init(|| {
+            let litellm = gateway::locate()?;
+            let upstream = FaultProxy::start(llama.addr());
+            let gateway =
+                Gateway::start(&litellm, upstream.addr()).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("litellm: start-up {:?}", gateway.startup_time());
+            Some(BehindGateway { upstream, gateway })
+        })
+        .as_ref()
+}
+
+fn gateway_client(base_url: &str) -> Client {
+    Client::builder()
+        .base_url(base_url)
+        .api_key(gateway::MASTER_KEY)
+        .proxy(ProxyConfig::None)
+        .retry_policy(RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        })
+        .connect_timeout(Duration::from_secs(10))
+        .first_byte_timeout(Duration::from_secs(180))
+        .idle_timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+}
+
+/// Runs the chat through `client`: the response and the text shown. A `Restart` (taking
+/// back what was shown) fails the test.
+fn shown_chat(client: &Client, what: &str) -> (oai_sse::ChatResponse, String) {
+    let mut shown = String::new();
+    let response = client
+        .chat_stream(&chat_request(), |event| match event {
+            StreamEvent::Content { text, .. } => shown.push_str(text),
+            StreamEvent::Restart { .. } => panic!("{what}: restarted"),
+            _ => {}
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    (response, shown)
+}
+
+/// The gateway's connection to llama-server breaks mid-stream (FIN, RST): LiteLLM sends an
+/// error event saying so, which the client takes as a break and continues from what it
+/// showed (the gateway names llama.cpp behind it): the uncut answer, one retry.
+#[test]
+fn gateway_break_between_gateway_and_server_gives_the_uncut_answer() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    let Some(behind) = behind_gateway(&llama) else {
+        return;
+    };
+    let base = format!("http://{}/v1", behind.gateway.addr());
+    for cut in [Cut::Fin, Cut::Rst] {
+        let what = format!("upstream {cut:?}");
+        let posts = behind.upstream.count("POST", CHAT);
+        let cuts = behind.upstream.cuts().len();
+        behind
+            .upstream
+            .add_fault(Fault::new("POST", CHAT).at(CutAt::Byte(2000)).cut(cut));
+        let (response, shown) = shown_chat(&gateway_client(&base), &what);
+        llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        assert_eq!(
+            behind.upstream.cuts().len(),
+            cuts + 1,
+            "{what}: the cut fell"
+        );
+        assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
+        let [retry] = response.retries.as_slice() else {
+            panic!("{what}: one retry per break: {:?}", response.retries);
+        };
+        assert_eq!(retry.reason, FailureKind::UpstreamBroke, "{what}");
+        assert_eq!(retry.action, RetryAction::Continued, "{what}: {retry:?}");
+        assert_eq!(behind.upstream.count("POST", CHAT) - posts, 2, "{what}");
+    }
+}
+
+/// The connection between the client and the gateway breaks mid-stream (FIN, RST): the
+/// gateway has no replay route, so the client continues: the uncut answer, one retry.
+#[test]
+fn gateway_break_between_client_and_gateway_gives_the_uncut_answer() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    let Some(behind) = behind_gateway(&llama) else {
+        return;
+    };
+    for cut in [Cut::Fin, Cut::Rst] {
+        let what = format!("client side {cut:?}");
+        let front = FaultProxy::start(behind.gateway.addr());
+        front.add_fault(Fault::new("POST", CHAT).at(CutAt::BodyByte(1000)).cut(cut));
+        let (response, shown) = shown_chat(&gateway_client(&front.base_url()), &what);
+        llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        assert_eq!(front.cuts().len(), 1, "{what}: the cut fell");
+        assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
+        let [retry] = response.retries.as_slice() else {
+            panic!("{what}: one retry per break: {:?}", response.retries);
+        };
+        assert_eq!(retry.action, RetryAction::Continued, "{what}: {retry:?}");
+        assert_eq!(front.count("POST", CHAT), 2, "{what}");
+        assert!(front.errors().is_empty(), "{what}: {:?}", front.errors());
+    }
+}
+
+/// What the gateway refuses is one request and a clear error: an unknown model, a wrong key,
+/// a prompt longer than the model's context.
+#[test]
+fn gateway_refusals_are_one_request_and_a_clear_error() {
+    let Some(llama) = llama::shared() else { return };
+    let Some(behind) = behind_gateway(&llama) else {
+        return;
+    };
+    let long = "sea ".repeat(5000);
+    let cases: [(&str, ChatRequest, Option<&str>, &str); 3] = [
+        (
+            "unknown model",
+            ChatRequest::new("no-such-model", vec![Message::user("hi")]),
+            None,
+            "Invalid model name",
+        ),
+        ("wrong key", chat_request(), Some("sk-wrong"), "http 400"),
+        (
+            "context overflow",
+            ChatRequest::new(gateway::MODEL, vec![Message::user(long)]),
+            None,
+            "ContextWindowExceededError",
+        ),
+    ];
+    for (what, request, key, words) in cases {
+        let front = FaultProxy::start(behind.gateway.addr());
+        let mut builder = Client::builder()
+            .base_url(front.base_url())
+            .api_key(key.unwrap_or(gateway::MASTER_KEY))
+            .proxy(ProxyConfig::None)
+            .first_byte_timeout(Duration::from_secs(180));
+        builder = builder.retry_policy(RetryPolicy {
+            initial_delay: Duration::from_millis(10),
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        });
+        let client = builder.build().expect("client");
+        let err = client.chat(&request).expect_err(what);
+        assert!(
+            !matches!(err, Error::AfterRetries(_)),
+            "{what}: retried: {err:?}"
+        );
+        assert!(err.to_string().contains(words), "{what}: {err}");
+        assert_eq!(front.count("POST", CHAT), 1, "{what}");
+    }
+    llama.wait_idle(llama::server::IDLE_TIMEOUT);
 }

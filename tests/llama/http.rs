@@ -27,7 +27,7 @@ pub struct Head {
 }
 
 impl Head {
-    fn parse(bytes: &[u8]) -> Result<Self, FramingError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, FramingError> {
         let text =
             std::str::from_utf8(bytes).map_err(|_| FramingError::new("head is not UTF-8"))?;
         let mut lines = text.split("\r\n");

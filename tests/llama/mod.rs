@@ -6,8 +6,10 @@
 //! do not find it print a skip line and pass, unless `OAI_SSE_REQUIRE_LLAMA=1` (CI).
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod gateway;
 pub mod http;
 pub mod proxy;
+pub mod reframe;
 pub mod server;
 
 #[allow(unused_imports)]

@@ -52,7 +52,7 @@ pub const LOG_TAIL_LINES: usize = 40;
 /// stdin reaches EOF. Exits with the server's status once both children are reaped, so no
 /// zombie is left for an init that may not reap. fd 3 keeps the pipe for the watcher,
 /// because a background list in a non-interactive shell gets /dev/null as stdin.
-const WATCHDOG: &str = r#"exec 2>&1 3<&0
+pub const WATCHDOG: &str = r#"exec 2>&1 3<&0
 "$@" </dev/null 3<&- &
 server=$!
 ( while read -r _; do :; done; kill -TERM "$server" 2>/dev/null ) <&3 >/dev/null 2>&1 &
