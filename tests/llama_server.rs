@@ -1290,3 +1290,40 @@ fn gateway_refusals_are_one_request_and_a_clear_error() {
     }
     llama.wait_idle(llama::server::IDLE_TIMEOUT);
 }
+
+/// Through a gateway that re-frames the stream (its own ids and field order, other chunk
+/// boundaries) but passes the replay route through, the replay serves llama.cpp's bytes while
+/// the client counted the gateway's: the resume is not verified, discarded before a byte of
+/// it is shown, and the call continues instead: the uncut answer, one retry that says why.
+#[test]
+fn llama_resume_through_a_reframing_gateway_is_verified_not_spliced() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    let reframing = llama::reframe::Reframing::start(llama.addr());
+    for (bytes, cut) in [(300, Cut::Fin), (1500, Cut::Rst), (1500, Cut::Fin)] {
+        let what = format!("{cut:?} after {bytes} body bytes");
+        reframing.cut_next(bytes, cut);
+        let (response, shown) = shown_chat(&client(&reframing.base_url()), &what);
+        llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        assert_eq!(response.content(), reference.text, "{what}");
+        assert_eq!(
+            shown, reference.text,
+            "{what}: nothing spliced, nothing repeated"
+        );
+        let [retry] = response.retries.as_slice() else {
+            panic!("{what}: one retry per break: {:?}", response.retries);
+        };
+        assert!(
+            retry
+                .passed_over
+                .as_deref()
+                .is_some_and(|why| why.starts_with("the replay did not match")),
+            "{what}: {retry:?}"
+        );
+        // Continued from the shown text, or (nothing shown yet) sent again.
+        assert!(
+            matches!(retry.action, RetryAction::Continued | RetryAction::Restarted),
+            "{what}: {retry:?}"
+        );
+    }
+}
