@@ -373,6 +373,44 @@ fn stats_line() {
     assert!(line.contains(" bytes"), "{line}");
 }
 
+/// A break on a server that cannot resume is one retry, told in words on stderr and in
+/// `--stats`: where it broke, why, and why the resume was passed over.
+#[test]
+fn a_break_without_replay_is_one_retry_told_in_words() {
+    let server = MockServer::start(
+        Script::new()
+            .text("one two three four")
+            .fault(fault("close-after=500,times=1"))
+            .fault(fault("no-replay")),
+    )
+    .unwrap();
+    let run = chat(&server, &["--stats", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "one two three four\n", "{}", run.stderr);
+    let told: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains(" at byte ") && !l.starts_with("stats: "))
+        .collect();
+    let [line] = told.as_slice() else {
+        panic!("one line for one break: {}", run.stderr);
+    };
+    assert!(
+        line.ends_with("after unexpected eof: the server cannot resume (404)"),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("restarted at byte ") || line.starts_with("continued at byte "),
+        "{line}"
+    );
+    let stats = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("stats: "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    assert!(stats.contains(&format!("2 attempts ({line})")), "{stats}");
+}
+
 #[test]
 fn deadline_ends_the_call() {
     let server = MockServer::start(Script::new().fault(fault("stall-before=5"))).unwrap();

@@ -321,6 +321,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if let Some(err) = printer.error.take() {
         return Err(err.into());
     }
+    if !settings.quiet {
+        // What each break cost, now that the retry for it is settled.
+        for record in &response.retries {
+            eprintln!("{}", retry_words(record));
+        }
+    }
     if choices > 1 && !settings.json {
         printer.print_blocks(&response)?;
     }
@@ -371,6 +377,22 @@ impl<'a> From<&'a Error> for JsonError<'a> {
     }
 }
 
+/// One retry in words: what the next attempt did, where the break fell, why, and why a
+/// better way of carrying on was passed over (`restarted at byte 1483 after unexpected eof:
+/// the server cannot resume (404)`).
+fn retry_words(record: &RetryRecord) -> String {
+    let action = match record.action {
+        RetryAction::Resumed { offset } => format!("resumed at byte {offset}"),
+        RetryAction::Continued => format!("continued at byte {}", record.at_byte),
+        RetryAction::Reconnected { .. } => format!("reconnected at byte {}", record.at_byte),
+        _ => format!("restarted at byte {}", record.at_byte),
+    };
+    match &record.passed_over {
+        Some(why) => format!("{action} after {}: {why}", record.reason),
+        None => format!("{action} after {}", record.reason),
+    }
+}
+
 /// The `--stats` line.
 fn stats(response: &ChatResponse, first_token: Option<Duration>) -> String {
     let mut parts = Vec::new();
@@ -397,16 +419,10 @@ fn stats(response: &ChatResponse, first_token: Option<Duration>) -> String {
     {
         parts.push(format!("server {rate:.1} tokens/s"));
     }
-    let attempts = response.timings.attempts.len().max(1);
-    let mut how: Vec<String> = response
-        .retries
-        .iter()
-        .map(|r| match r.action {
-            RetryAction::Resumed { offset } => format!("resumed at byte {offset}"),
-            _ => "restarted".into(),
-        })
-        .collect();
-    how.dedup();
+    // One attempt per retry and the first: a resume passed over within a retry (its GET
+    // is in the timings) is part of that retry.
+    let attempts = response.retries.len() + 1;
+    let how: Vec<String> = response.retries.iter().map(retry_words).collect();
     let s = if attempts == 1 { "" } else { "s" };
     if how.is_empty() {
         parts.push(format!("{attempts} attempt{s}"));
