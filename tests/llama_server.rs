@@ -1322,7 +1322,10 @@ fn llama_resume_through_a_reframing_gateway_is_verified_not_spliced() {
         );
         // Continued from the shown text, or (nothing shown yet) sent again.
         assert!(
-            matches!(retry.action, RetryAction::Continued | RetryAction::Restarted),
+            matches!(
+                retry.action,
+                RetryAction::Continued | RetryAction::Restarted
+            ),
             "{what}: {retry:?}"
         );
     }
