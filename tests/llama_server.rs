@@ -12,8 +12,8 @@ use llama::http::{self, Exchange, Framer, Piece};
 use llama::{Cut, CutAt, Fault, FaultProxy, Outcome, Shared};
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{
-    CallOptions, CancelHandle, ChatRequest, Client, Error, FailureKind, Message, ProxyConfig,
-    RetryAction, StreamEvent,
+    CallOptions, CancelHandle, ChatRequest, Client, ClientBuilder, Error, FailureKind, Message,
+    ProxyConfig, RetryAction, StreamEvent,
 };
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
@@ -654,6 +654,11 @@ fn raw_body(extra: Value) -> Vec<u8> {
 }
 
 fn client(base_url: &str) -> Client {
+    client_builder(base_url).build().expect("client")
+}
+
+/// Short jitter-free backoff and timeouts generous enough for a starved machine.
+fn client_builder(base_url: &str) -> ClientBuilder {
     Client::builder()
         .base_url(base_url)
         .proxy(ProxyConfig::None)
@@ -667,8 +672,6 @@ fn client(base_url: &str) -> Client {
         // The server sends its head only with the first token; a starved machine is slow.
         .first_byte_timeout(Duration::from_secs(180))
         .idle_timeout(Duration::from_secs(120))
-        .build()
-        .expect("client")
 }
 
 /// The uncut generation every other run must reproduce.
@@ -751,8 +754,14 @@ fn via(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Exchange {
-    let request = http::request_bytes(proxy.addr(), method, target, headers, body);
-    http::exchange(proxy.addr(), &request, llama::server::REQUEST_TIMEOUT)
+    http::call(
+        proxy.addr(),
+        method,
+        target,
+        headers,
+        body,
+        llama::server::REQUEST_TIMEOUT,
+    )
 }
 
 #[test]
@@ -1149,19 +1158,8 @@ fn behind_gateway(llama: &Shared) -> Option<&'static BehindGateway> {
 }
 
 fn gateway_client(base_url: &str) -> Client {
-    Client::builder()
-        .base_url(base_url)
+    client_builder(base_url)
         .api_key(gateway::MASTER_KEY)
-        .proxy(ProxyConfig::None)
-        .retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            jitter: 0.0,
-            ..RetryPolicy::default()
-        })
-        .connect_timeout(Duration::from_secs(10))
-        .first_byte_timeout(Duration::from_secs(180))
-        .idle_timeout(Duration::from_secs(120))
         .build()
         .expect("client")
 }
@@ -1269,17 +1267,10 @@ fn gateway_refusals_are_one_request_and_a_clear_error() {
     ];
     for (what, request, key, words) in cases {
         let front = FaultProxy::start(behind.gateway.addr());
-        let mut builder = Client::builder()
-            .base_url(front.base_url())
+        let client = client_builder(&front.base_url())
             .api_key(key.unwrap_or(gateway::MASTER_KEY))
-            .proxy(ProxyConfig::None)
-            .first_byte_timeout(Duration::from_secs(180));
-        builder = builder.retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            jitter: 0.0,
-            ..RetryPolicy::default()
-        });
-        let client = builder.build().expect("client");
+            .build()
+            .expect("client");
         let err = client.chat(&request).expect_err(what);
         assert!(
             !matches!(err, Error::AfterRetries(_)),

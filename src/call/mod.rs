@@ -875,25 +875,26 @@ impl<P: Protocol> Call<P> {
             // complete event before the break still has bytes to verify.
             let from = replay::overlap_start(&starts, self.offset, tap.held_from())
                 .or((self.offset == 0).then_some(0));
+            let end = tap.end();
             self.resume = from.and_then(|from| {
-                let partial = usize::try_from(tap.end().checked_sub(self.offset)?).ok()?;
-                let received = tap
-                    .held(from, tap.end())
-                    .filter(|expect| expect.len() >= partial)
-                    .map(|expect| ResumePlan {
+                // `from` is at or before the offset, so `expect` holds the partial event.
+                let partial = usize::try_from(end.checked_sub(self.offset)?).ok()?;
+                if let Some(expect) = tap.held(from, end) {
+                    return Some(ResumePlan {
                         from,
+                        expect,
                         partial,
-                        expect,
                     });
-                received.or_else(|| {
-                    let expect = tap.held(from, self.offset)?;
-                    // An empty plan verifies nothing: only at the stream's start, where
-                    // nothing was delivered, is that no resume at all.
-                    (!expect.is_empty() || tap.end() == 0).then_some(ResumePlan {
-                        from,
-                        expect,
-                        partial: 0,
-                    })
+                }
+                // The partial event is no longer held: the complete events alone, unless
+                // that leaves nothing to verify after bytes were received.
+                let expect = tap
+                    .held(from, self.offset)
+                    .filter(|expect| !expect.is_empty() || end == 0)?;
+                Some(ResumePlan {
+                    from,
+                    expect,
+                    partial: 0,
                 })
             });
         } else if self.offset == 0 {

@@ -322,9 +322,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
         return Err(err.into());
     }
     if !settings.quiet {
-        // What each break cost, now that the retry for it is settled.
+        // What each break cost, now that the retry for it is settled (a resume was told
+        // when it happened).
         for record in &response.retries {
-            eprintln!("{}", retry_words(record));
+            if !matches!(record.action, RetryAction::Resumed { .. }) {
+                eprintln!("{}", retry_words(record));
+            }
         }
     }
     if choices > 1 && !settings.json {

@@ -148,8 +148,7 @@ impl Gateway {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Exchange {
-        let request = http::request_bytes(self.addr, method, target, headers, body);
-        http::exchange(self.addr, &request, REQUEST_TIMEOUT)
+        http::call(self.addr, method, target, headers, body, REQUEST_TIMEOUT)
     }
 
     /// `what` with the tail of the proxy's log.

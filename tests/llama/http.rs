@@ -341,6 +341,22 @@ pub fn request_bytes(
     out
 }
 
+/// One request on a new connection to `addr`, bounded by `timeout` (see [`exchange`]).
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Exchange {
+    exchange(
+        addr,
+        &request_bytes(addr, method, target, headers, body),
+        timeout,
+    )
+}
+
 /// What came back for one request on its own connection, however it ended.
 #[derive(Debug)]
 pub struct Exchange {

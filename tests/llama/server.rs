@@ -321,8 +321,7 @@ impl LlamaServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Exchange {
-        let request = http::request_bytes(self.addr, method, target, headers, body);
-        http::exchange(self.addr, &request, REQUEST_TIMEOUT)
+        http::call(self.addr, method, target, headers, body, REQUEST_TIMEOUT)
     }
 
     /// The replay buffer of conversation `id` as `POST /v1/streams/lookup` reports it, or
