@@ -5,7 +5,9 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oai-sse");
 
@@ -73,8 +75,10 @@ fn event(k: u64) -> Value {
 fn one_line_per_event_and_one_stderr_line_per_reconnect() {
     // The first response is cut inside event 3; the reconnect gets the rest, ends cleanly,
     // and the next reconnect gets 204.
+    // `retry: 1000`: the second reconnect comes a second after the first, so it gets its own
+    // line (one a second at most).
     let server = server(&["close-after=200,times=1"]);
-    let run = events(&[&feed(&server, "count=5&retry=50&end=204")]);
+    let run = events(&[&feed(&server, "count=5&retry=1000&end=204")]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.lines(), (1..=5).map(event).collect::<Vec<_>>());
     let reconnects = run.reconnects();
@@ -83,8 +87,8 @@ fn one_line_per_event_and_one_stderr_line_per_reconnect() {
         let rest = line.strip_prefix("reconnect 1 after ").expect(line);
         let (ms, rest) = rest.split_once(" ms ").expect(line);
         let ms: u64 = ms.parse().expect(line);
-        // `retry: 50` is raised to the 100 ms floor, then jittered upwards (20 %).
-        assert!((100..120).contains(&ms), "{line}");
+        // Jittered upwards only (20 %): the server asked for at least this.
+        assert!((1000..1200).contains(&ms), "{line}");
         assert_eq!(
             rest,
             format!("(retry field): unexpected eof, last id {last_id}")
@@ -130,7 +134,39 @@ fn exit_codes() {
             1,
             "oai-sse: error: unexpected eof",
         ),
+        // Only a `retry:` field after event 1: reconnects that deliver nothing spend the
+        // budget (they do not renew it), even at the fastest rate the server can ask for.
+        (
+            vec![
+                feed(&server, "count=1&retry=0"),
+                "--max-retries".into(),
+                "2".into(),
+            ],
+            1,
+            1,
+            "oai-sse: error: gave up after 3 attempts",
+        ),
         (vec![], 2, 0, "no URL"),
+        (
+            vec![
+                feed(&server, "count=1"),
+                "--last-event-id".into(),
+                "4\r\nX-Injected: 1".into(),
+            ],
+            2,
+            0,
+            "cannot be sent as a Last-Event-ID header",
+        ),
+        (
+            vec![
+                feed(&server, "count=1"),
+                "-H".into(),
+                format!("Last-Event-ID: {}", "9".repeat(5000)),
+            ],
+            2,
+            0,
+            "cannot be sent as a Last-Event-ID header",
+        ),
         (
             vec!["ftp://example.com/feed".into()],
             2,
@@ -258,4 +294,68 @@ fn a_closed_stdout_ends_quietly_with_0() {
         .expect("wait");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// A feed that asks for `retry: 0` and closes after one new event each time reconnects as
+/// fast as the client allows (every 100 ms, the floor): stderr gets at most one line a second,
+/// and the lines after the first count the reconnects they stand for.
+#[test]
+fn a_reconnect_storm_prints_one_line_a_second() {
+    let server = common::serve_sequential(|n, stream, _| {
+        let body = format!("retry: 0\nid: {n}\ndata: x\n\n");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        common::send(stream, head.as_bytes());
+        common::send(stream, body.as_bytes());
+    });
+    let mut child = command()
+        .arg(format!("http://{}/feed", server.addr))
+        .spawn()
+        .expect("run oai-sse");
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().expect("kill");
+    let out = child.wait_with_output().expect("output");
+    let ran = started.elapsed();
+    let connections = server.stop().len();
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let stderr = String::from_utf8(out.stderr).expect("utf-8");
+    let events = stdout.lines().count();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        events >= 5 && connections >= 5,
+        "{events} events, {connections} connections"
+    );
+    // One line at start, then one a second at most (whole seconds of the run, rounded up).
+    let most = 1 + ran.as_secs() as usize + 1;
+    assert!(
+        !lines.is_empty() && lines.len() <= most,
+        "{} lines in {ran:?} for {connections} connections:\n{stderr}",
+        lines.len()
+    );
+    assert!(lines[0].starts_with("reconnect 1 after "), "{stderr}");
+    // The lines shown and the reconnects they count add up to every reconnect but the
+    // ones since the last line (the run was killed, so no closing count).
+    let counted: usize = lines
+        .iter()
+        .skip(1)
+        .map(|line| match line.strip_suffix(" since the last line)") {
+            Some(rest) => {
+                let (_, count) = rest.rsplit_once(" (").expect(line);
+                let n = count.split(' ').next().expect(line);
+                n.parse::<usize>().expect(line)
+            }
+            // A reconnect more than a second after the last line (a slow machine).
+            None => 0,
+        })
+        .sum();
+    assert!(
+        lines.len() + counted <= events,
+        "{} lines + {counted} counted for {events} events:\n{stderr}",
+        lines.len()
+    );
+    assert!(lines.len() + counted + 12 >= events, "{stderr}");
 }

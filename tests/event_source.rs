@@ -726,3 +726,174 @@ fn the_iterator_yields_owned_items() {
     assert_eq!(events, want);
     assert_eq!(reconnects, 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile feeds: reconnect storms and ids a header cannot carry
+// ---------------------------------------------------------------------------------------------
+
+/// A feed server whose every connection gets `body` as a whole `text/event-stream` response
+/// and is then closed; it records each request.
+fn answering_every_connection(
+    body: impl Fn(usize) -> String + Send + 'static,
+) -> common::SeqServer {
+    common::serve_sequential(move |n, stream, _| {
+        let body = body(n);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        );
+        common::send(stream, head.as_bytes());
+        common::send(stream, body.as_bytes());
+    })
+}
+
+/// A connection that delivers a `retry:` field or a comment but no event does not renew the
+/// budget, and a `retry: 0` does not make the client spin: the source gives up after
+/// `max_retries` reconnects in a row, each at least the floor apart.
+#[test]
+fn feeds_that_deliver_no_event_spend_the_budget_at_a_bounded_rate() {
+    for body in [
+        "retry: 0\n\n",
+        "retry: 1\n: hello\n\n",
+        ": only a comment\n\n",
+    ] {
+        let server = answering_every_connection(move |_| body.to_owned());
+        let policy = RetryPolicy {
+            max_retries: 3,
+            ..RetryPolicy::default()
+        };
+        let started = Instant::now();
+        let seen = read_all(
+            client()
+                .events(format!("http://{}/feed", server.addr))
+                .retry_policy(policy)
+                .build()
+                .expect("source"),
+        );
+        let elapsed = started.elapsed();
+        let err = seen.end.as_ref().expect("the source gave up");
+        assert!(
+            matches!(err, Error::AfterRetries(_)),
+            "{body:?}: {err} ({seen:?})"
+        );
+        let retries: Vec<u32> = seen.reconnects().iter().map(|r| r.retry).collect();
+        assert_eq!(retries, [1, 2, 3], "{body:?}: the budget was renewed");
+        assert_eq!(server.stop().len(), 4, "{body:?}: connections");
+        if body.starts_with("retry") {
+            for r in seen.reconnects() {
+                assert!(
+                    r.delay >= EventSource::MIN_RECONNECTION_TIME,
+                    "{body:?}: {:?} after a `retry: 0`",
+                    r.delay
+                );
+            }
+            // Three waits happened, each at least the floor.
+            assert!(
+                elapsed >= 3 * EventSource::MIN_RECONNECTION_TIME,
+                "{body:?}: {elapsed:?}"
+            );
+        }
+    }
+}
+
+/// A feed that delivers one event per connection with `retry: 0` renews its budget every
+/// time (rightly: it makes progress), so it reconnects forever — but no faster than the
+/// floor, which the `Reconnect` items report as the wait.
+#[test]
+fn retry_zero_is_raised_to_the_floor() {
+    let server = answering_every_connection(|n| format!("retry: 0\nid: {n}\ndata: x\n\n"));
+    let mut source = client()
+        .events(format!("http://{}/feed", server.addr))
+        .build()
+        .expect("source");
+    let started = Instant::now();
+    let mut reconnects = Vec::new();
+    while reconnects.len() < 5 {
+        match source.next_event().expect("no failure") {
+            Some(SourceEvent::Reconnect(r)) => reconnects.push((r.retry, r.delay, r.delay_source)),
+            Some(_) => {}
+            None => panic!("the feed ended"),
+        }
+    }
+    let elapsed = started.elapsed();
+    for (retry, delay, source) in &reconnects {
+        assert_eq!(
+            (*retry, *source),
+            (1, DelaySource::RetryField),
+            "{reconnects:?}"
+        );
+        assert!(
+            *delay >= EventSource::MIN_RECONNECTION_TIME,
+            "{reconnects:?}"
+        );
+    }
+    // Four of the five waits are over (the fifth is waited by the next call).
+    assert!(
+        elapsed >= 4 * EventSource::MIN_RECONNECTION_TIME,
+        "{elapsed:?}"
+    );
+    drop(source);
+    assert!(server.stop().len() <= 6);
+}
+
+/// An event ID too long for a request head, or with control characters a header cannot
+/// carry (both valid in an event stream), is not sent: the reconnect asks for the events
+/// after the last ID that can be sent, instead of failing or silently starting over.
+#[test]
+fn an_id_a_header_cannot_carry_keeps_the_last_sendable_one() {
+    let long = "x".repeat(EventSource::MAX_LAST_EVENT_ID + 1);
+    let fits = "y".repeat(EventSource::MAX_LAST_EVENT_ID);
+    for (bad, what) in [
+        (long.as_str(), "one byte over the limit"),
+        (&"z".repeat(60 * 1024), "60 KiB"),
+        ("a\u{1}b", "\\x01"),
+        ("a\u{7f}b", "\\x7f"),
+    ] {
+        for good in ["7", fits.as_str()] {
+            let body = format!("id: {good}\ndata: a\n\nid: {bad}\ndata: b\n\n");
+            let server = common::serve(2, move |n, stream, request| {
+                if n == 0 {
+                    return common::send(stream, &common::sse_response(&body));
+                }
+                let sent = request
+                    .lines()
+                    .find_map(|l| l.strip_prefix("last-event-id: "))
+                    .unwrap_or("(none)")
+                    .to_owned();
+                let answer = common::http_response(
+                    "200 OK",
+                    &[("content-type", "text/event-stream")],
+                    &format!("data: {sent}\n\n"),
+                );
+                common::send(stream, &answer);
+            });
+            let mut source = client()
+                .events(format!("http://{}/feed", server.addr))
+                .retry_policy(eager())
+                .build()
+                .expect("source");
+            let mut data = Vec::new();
+            let mut last_reconnect = None;
+            while data.len() < 3 {
+                match source.next_event() {
+                    Ok(Some(SourceEvent::Event(e))) => data.push(e.data.to_owned()),
+                    Ok(Some(SourceEvent::Reconnect(r))) => {
+                        last_reconnect = Some(r.last_event_id.clone())
+                    }
+                    Ok(Some(_)) => {}
+                    other => panic!("{what}: {other:?}"),
+                }
+            }
+            drop(source);
+            let requests = server.join();
+            assert_eq!(
+                data,
+                ["a", "b", good],
+                "{what}: the reconnect sent the last sendable id"
+            );
+            assert_eq!(last_reconnect.as_deref(), Some(good), "{what}");
+            assert_eq!(requests.len(), 2, "{what}");
+        }
+    }
+}

@@ -21,15 +21,8 @@ use ureq::http::{HeaderName, HeaderValue, Method, header};
 /// The media type an event stream must have.
 const EVENT_STREAM: &str = "text/event-stream";
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
-/// The shortest wait before a reconnect, whatever the stream's `retry:` field says: the
-/// standard's reconnection time is a minimum the server may raise, not a way to make the
-/// client spin (a feed sending `retry: 0` and closing would otherwise be reconnected
-/// thousands of times a second).
-pub const MIN_RECONNECTION_TIME: Duration = Duration::from_millis(100);
-/// The longest last event ID sent as `Last-Event-ID`: a longer one cannot go in a request
-/// head (and no server needs it). An id beyond it is reported once and the last one that
-/// fits is sent instead.
-pub const MAX_LAST_EVENT_ID: usize = 4096;
+const MIN_RECONNECTION_TIME: Duration = EventSource::MIN_RECONNECTION_TIME;
+const MAX_LAST_EVENT_ID: usize = EventSource::MAX_LAST_EVENT_ID;
 
 /// Builds an [`EventSource`]: from [`Client::events`](crate::Client::events) (sharing the
 /// client's connection pool, TLS, proxy, timeouts, API key and headers) or
@@ -568,6 +561,19 @@ impl fmt::Debug for EventSource {
 }
 
 impl EventSource {
+    /// The shortest wait before a reconnect, whatever the stream's `retry:` field says: the
+    /// standard's reconnection time is a minimum the server may raise, not a way to make the
+    /// client spin (a feed sending `retry: 0` and closing would otherwise be reconnected
+    /// thousands of times a second). Waits from the caller's own [`RetryPolicy`] are kept as
+    /// given.
+    pub const MIN_RECONNECTION_TIME: Duration = Duration::from_millis(100);
+
+    /// The longest last event ID sent as `Last-Event-ID`: a longer one would not fit a
+    /// request head (and no server needs it). An ID beyond it, or one with control
+    /// characters a header cannot carry, is reported once (a `warn` log line) and the last
+    /// ID that can be sent is kept instead — never a silent replay from the start.
+    pub const MAX_LAST_EVENT_ID: usize = 4096;
+
     /// The next item, or `None` once the server ended the stream for good (`204 No
     /// Content`, or a clean end with [`reconnect_on_eof(false)`](EventSourceBuilder::reconnect_on_eof)).
     /// Connects, reconnects and waits inside; each reconnect is handed out first as a

@@ -7,6 +7,7 @@ use super::parse::Line;
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{Error, EventSource, Reconnect, SourceEvent};
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 pub const HELP: &str = "\
 usage: oai-sse events URL [-H 'Name: value']... [--data TEXT|@FILE] [--last-event-id ID]
@@ -21,7 +22,8 @@ server's event route) and prints one JSON object per line, flushed as each arriv
 When the connection fails or the body ends, it reconnects as the WHATWG standard says: after
 the stream's last `retry:` time, else an exponential backoff (a 429/503's Retry-After when
 longer), sending Last-Event-ID with the last event ID, so a server that honours it sends
-each event once. Each reconnect prints one line on stderr:
+each event once. A `retry:` below 100 ms is raised to 100 ms. Each reconnect prints one line
+on stderr, at most one a second (the next line counts those not shown):
   reconnect 1 after 3000 ms (retry field): unexpected eof, last id 41
 
   URL                     the event stream, http:// or https://
@@ -121,24 +123,84 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
     })?;
 
     let mut out = io::stdout().lock();
-    loop {
+    let mut reconnects = ReconnectLines::default();
+    let result = loop {
         let item = match source.next_event() {
             Ok(Some(item)) => item,
-            Ok(None) => return Ok(()),
-            Err(err) => return Err(Failure::Runtime(err.to_string())),
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(Failure::Runtime(err.to_string())),
         };
         let line = match item {
             SourceEvent::Event(e) => Line::event(&e),
             SourceEvent::Comment(comment) => Line::Comment { comment },
             SourceEvent::Reconnect(reconnect) => {
-                eprintln!("{}", reconnect_line(&reconnect));
+                if let Some(line) = reconnects.line(&reconnect, Instant::now()) {
+                    eprintln!("{line}");
+                }
                 continue;
             }
             _ => continue,
         };
-        serde_json::to_writer(&mut out, &line).map_err(io::Error::from)?;
-        out.write_all(b"\n")?;
-        out.flush()?;
+        let written = serde_json::to_writer(&mut out, &line)
+            .map_err(io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        if let Err(err) = written {
+            break Err(err.into());
+        }
+    };
+    if let Some(line) = reconnects.unshown() {
+        eprintln!("{line}");
+    }
+    result
+}
+
+/// The reconnect lines on stderr, at most one a second: a server that makes the source
+/// reconnect ten times a second (the fastest its `retry:` field can ask) must not flood the
+/// terminal. The next line shown, or the last line at exit, counts those not shown.
+#[derive(Debug, Default)]
+struct ReconnectLines {
+    shown_at: Option<Instant>,
+    unshown: u64,
+}
+
+impl ReconnectLines {
+    /// The shortest time between two lines.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Whether a reconnect at `now` gets a line: `Some(n)` with the `n` reconnects not shown
+    /// since the last line, or `None` (and counted) within a second of that line.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .shown_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Self::EVERY)
+        {
+            self.unshown += 1;
+            return None;
+        }
+        self.shown_at = Some(now);
+        Some(std::mem::take(&mut self.unshown))
+    }
+
+    /// The line to print for `reconnect` at `now`, if any.
+    fn line(&mut self, reconnect: &Reconnect, now: Instant) -> Option<String> {
+        let unshown = self.admit(now)?;
+        let mut line = reconnect_line(reconnect);
+        match unshown {
+            0 => {}
+            1 => line.push_str(" (1 more reconnect since the last line)"),
+            n => line.push_str(&format!(" ({n} more reconnects since the last line)")),
+        }
+        Some(line)
+    }
+
+    /// At exit: how many reconnects since the last line were not shown, if any.
+    fn unshown(&mut self) -> Option<String> {
+        match std::mem::take(&mut self.unshown) {
+            0 => None,
+            1 => Some("1 more reconnect not shown".into()),
+            n => Some(format!("{n} more reconnects not shown")),
+        }
     }
 }
 
@@ -166,4 +228,36 @@ fn reconnect_line(reconnect: &Reconnect) -> String {
             false => c.to_string(),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_lines_are_at_most_one_a_second_and_count_the_rest() {
+        let start = Instant::now();
+        let mut lines = ReconnectLines::default();
+        let ms = Duration::from_millis;
+        // (time of the reconnect, what `admit` says)
+        let table = [
+            (0, Some(0)),
+            (100, None),
+            (200, None),
+            (999, None),
+            (1000, Some(3)),
+            (1500, None),
+            (2600, Some(1)),
+            (5000, Some(0)),
+            (5001, None),
+        ];
+        for (at, want) in table {
+            assert_eq!(lines.admit(start + ms(at)), want, "at {at} ms");
+        }
+        assert_eq!(
+            lines.unshown().as_deref(),
+            Some("1 more reconnect not shown")
+        );
+        assert_eq!(lines.unshown(), None);
+    }
 }
