@@ -47,8 +47,12 @@ const MAX_STALE_RESENDS: usize = 4;
 const IDLE_PER_HOST: usize = 3;
 /// Read buffer of a connection: holds a response head (the limit below) and a few chunks.
 const INPUT_BUFFER: usize = 64 << 10;
-/// Write buffer: requests are written through it in pieces of this size.
+/// Write buffer: requests are written through it in pieces of this size, but the request
+/// head (request line and headers) must fit it whole.
 const OUTPUT_BUFFER: usize = 16 << 10;
+/// Room in the head for what ureq adds (Host, User-Agent, Content-Length, Accept) and the
+/// framing of the request line.
+const HEAD_RESERVE: usize = 512;
 /// Largest response head accepted (status line and headers).
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 << 10;
 
@@ -75,6 +79,17 @@ pub(crate) struct Request<'a> {
     pub url: &'a str,
     pub headers: &'a [(HeaderName, HeaderValue)],
     pub body: Option<&'a [u8]>,
+}
+
+impl Request<'_> {
+    /// The bytes of the request line and the headers given, without what ureq adds.
+    fn head_len(&self) -> usize {
+        let line = self.method.as_str().len() + self.url.len() + " HTTP/1.1\r\n".len() + 1;
+        let headers = self.headers.iter();
+        line + headers
+            .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+            .sum::<usize>()
+    }
 }
 
 /// A response whose head has arrived.
@@ -165,6 +180,14 @@ impl Transport {
         request: &Request<'_>,
         io: &Arc<AttemptIo>,
     ) -> Result<Response, Error> {
+        let head = request.head_len();
+        if head > OUTPUT_BUFFER - HEAD_RESERVE {
+            return Err(Error::Config(format!(
+                "the request head would take {head} bytes, more than the {} a request may \
+                 carry: a header value or the URL is too long",
+                OUTPUT_BUFFER - HEAD_RESERVE
+            )));
+        }
         let mut resends = 0;
         loop {
             let result = {
@@ -281,7 +304,11 @@ fn error_from_ureq(err: ureq::Error, io: &AttemptIo) -> Error {
         ureq::Error::Tls(_) => Some(FailureKind::Tls),
         #[cfg(feature = "tls")]
         ureq::Error::Rustls(_) => Some(FailureKind::Tls),
-        ureq::Error::Protocol(_) | ureq::Error::Http(_) => Some(FailureKind::Protocol),
+        // ureq's Display says `protocol: …`; the kind says it once.
+        ureq::Error::Protocol(err) => {
+            return Error::io(FailureKind::Protocol, io::Error::other(err.to_string()));
+        }
+        ureq::Error::Http(_) => Some(FailureKind::Protocol),
         ureq::Error::LargeResponseHeader(..) | ureq::Error::BodyExceedsLimit(_) => {
             Some(FailureKind::LimitExceeded)
         }
