@@ -4,6 +4,8 @@ use oai_sse::mock::{FaultRule, MockServer, Script};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_oai-sse");
 
 struct Run {
@@ -293,6 +295,54 @@ fn short_flags_and_headers() {
     let json = sent.json.as_ref().unwrap();
     assert_eq!(json["model"], "m1");
     assert_eq!(json["messages"][0]["content"], "terse");
+}
+
+/// A header given with `-H` replaces the default of the same name (any case): with
+/// `OPENAI_API_KEY` exported and `--base-url` pointed at another provider with its own token,
+/// only that token goes out — the exported key is not sent alongside it.
+#[test]
+fn a_given_header_replaces_the_default_and_the_api_key() {
+    let server = common::serve_sequential(|_, stream, _| {
+        let body = format!("{}{}", common::content("ok"), common::finish("stop"));
+        common::send(
+            stream,
+            &common::sse_response(&format!("{body}{}", common::DONE)),
+        );
+    });
+    let url = server.base_url();
+    let mut child = Command::new(BIN)
+        .args(["chat", "--base-url", &url, "-m", "m1", "--max-retries", "0"])
+        .args(["-H", "authorization: Bearer other-provider-token"])
+        .args(["-H", "X-CONVERSATION-ID: mine"])
+        .arg("hi")
+        .env("OPENAI_API_KEY", "sk-exported-key")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn oai-sse");
+    let out = child.wait().expect("wait");
+    let requests = server.stop();
+    assert!(out.success());
+    assert_eq!(requests.len(), 1);
+    let head = requests[0]
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    let values = |name: &str| -> Vec<String> {
+        let prefix = format!("{name}: ");
+        let lines = head.lines().filter_map(|l| l.strip_prefix(prefix.as_str()));
+        lines.map(str::to_owned).collect()
+    };
+    assert_eq!(
+        values("authorization"),
+        ["bearer other-provider-token"],
+        "{head}"
+    );
+    assert_eq!(values("x-conversation-id"), ["mine"], "{head}");
+    assert!(!requests[0].contains("sk-exported-key"), "{head}");
 }
 
 #[test]

@@ -664,3 +664,211 @@ fn a_completion_body_over_the_response_limit_is_refused_not_retried() {
         assert_eq!(requests, 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Credentials, the conversation id and URLs
+// ---------------------------------------------------------------------------------------------
+
+/// A change to a client builder, for tables of them.
+type Configure = dyn Fn(ClientBuilder) -> ClientBuilder;
+
+/// The values of header `name` in a raw request (names compared without case).
+fn header_values(request: &str, name: &str) -> Vec<String> {
+    let head = request.split("\r\n\r\n").next().unwrap_or_default();
+    let lines = head.lines().filter_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    });
+    lines.collect()
+}
+
+/// The request a client built by `configure` sends for one chat.
+fn request_sent_by(configure: impl FnOnce(ClientBuilder) -> ClientBuilder) -> String {
+    let server = serve_sequential(|_, stream, _| send(stream, &sse_response(&answer_body())));
+    let client = configure(builder(&server.base_url()))
+        .build()
+        .expect("client");
+    client.chat(&request()).expect("answer");
+    let mut requests = server.stop();
+    assert_eq!(requests.len(), 1);
+    requests.remove(0)
+}
+
+#[test]
+fn a_given_header_replaces_the_one_of_the_same_name() {
+    // (what the builder is given, the header to look at, the values that go out)
+    let table: [(&Configure, &str, &[&str]); 5] = [
+        (
+            &|b| b.api_key(KEY),
+            "authorization",
+            &["Bearer sk-test-KEY-0123456789"],
+        ),
+        // A caller's Authorization (any case) replaces the key's: the key is not sent too.
+        (
+            &|b| b.api_key(KEY).header("AUTHORIZATION", "Bearer other"),
+            "authorization",
+            &["Bearer other"],
+        ),
+        (
+            &|b| b.header("authorization", "Bearer other").api_key(KEY),
+            "authorization",
+            &["Bearer other"],
+        ),
+        (
+            &|b| b.header("X-Team", "red").header("x-team", "blue"),
+            "x-team",
+            &["blue"],
+        ),
+        // Leading and trailing whitespace of a key is not part of it.
+        (
+            &|b| b.api_key(" \tsk-1 "),
+            "authorization",
+            &["Bearer sk-1"],
+        ),
+    ];
+    for (configure, name, want) in table {
+        let request = request_sent_by(configure);
+        assert_eq!(header_values(&request, name), want, "{request}");
+        if want != ["Bearer sk-test-KEY-0123456789"] {
+            assert!(!request.contains(KEY), "{request}");
+        }
+    }
+}
+
+#[test]
+fn keys_urls_and_headers_that_cannot_be_sent_fail_when_the_client_is_built() {
+    // (what the builder is given, what the error says)
+    let table: [(&Configure, &str); 7] = [
+        (
+            &|b| b.api_key("sk-é"),
+            "the API key must be printable ASCII",
+        ),
+        (
+            &|b| b.api_key("sk-1\r\nX-Injected: 1"),
+            "the API key must be printable ASCII",
+        ),
+        (
+            &|b| b.api_key("sk 1"),
+            "the API key must be printable ASCII",
+        ),
+        (&|b| b.api_key("   "), "the API key must be printable ASCII"),
+        (
+            &|b| b.base_url("http://127.0.0.1:1/v1?api-version=1"),
+            "has a query or a fragment",
+        ),
+        (
+            &|b| b.base_url("http://127.0.0.1:1/v1#frag"),
+            "has a query or a fragment",
+        ),
+        (
+            &|b| b.header("X-Team", "a\r\nX-Injected: 1"),
+            "invalid value for header x-team",
+        ),
+    ];
+    for (configure, says) in table {
+        let err = configure(builder("http://127.0.0.1:1/v1"))
+            .build()
+            .expect_err("a config error");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(
+            !err.to_string().contains("sk-"),
+            "the key in the message: {err}"
+        );
+    }
+}
+
+/// The conversation id lets anyone who holds it read or stop the stream on llama.cpp: it
+/// is redacted like a credential in log lines (the resume's GET, the stop's DELETE) and in
+/// what a call returns.
+#[cfg(feature = "mock")]
+#[test]
+fn the_conversation_id_never_appears_in_logs_or_results() {
+    use oai_sse::mock::{MockServer, Replies, Script};
+    logged();
+    let text = "The sea is wide and the boats are small, but the harbour lights are on.";
+    let rule: oai_sse::mock::FaultRule = "close-after=400,times=1".parse().expect("fault");
+    let server =
+        MockServer::start(Replies::from(Script::new().text(text)).fault(rule)).expect("mock");
+    let client = builder(&server.base_url())
+        .retry_policy(RetryPolicy {
+            resume: true,
+            ..fast_policy()
+        })
+        .build()
+        .expect("client");
+    // A resumed call (GET of the replay route), then one stopped early (DELETE).
+    let resumed = client.chat(&request()).expect("answer");
+    assert_eq!(resumed.content(), text);
+    let mut stream = client.stream(&request()).expect("stream");
+    let _ = stream.next_event().expect("first event");
+    drop(stream);
+    let requests = server.requests();
+    let routes: Vec<String> = requests.iter().map(|r| r.route().to_owned()).collect();
+    assert!(
+        routes.iter().any(|r| r.contains("stream")),
+        "no resume: {routes:?}"
+    );
+    let ids: Vec<String> = requests
+        .iter()
+        .filter_map(|r| r.header("x-conversation-id").map(str::to_owned))
+        .collect();
+    assert!(ids.len() >= 2, "{routes:?}");
+    assert_ne!(ids[0], ids[ids.len() - 1], "each call has its own id");
+    for id in &ids {
+        let secret = id.strip_prefix("oai-sse-").expect("our prefix");
+        assert!(
+            secret.len() == 32 && secret.bytes().all(|b| b.is_ascii_hexdigit()),
+            "128 random bits: {id}"
+        );
+        let logs = logged()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .join("\n");
+        assert!(!logs.contains(secret), "the id {id} in the logs:\n{logs}");
+        assert!(
+            !format!("{resumed:?}").contains(secret),
+            "the id in the response"
+        );
+    }
+    let logs = logged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .join("\n");
+    assert!(
+        logs.contains("oai-sse-"),
+        "the redacted form is logged:\n{logs}"
+    );
+}
+
+/// A request head too large to send is the caller's mistake, said as such before anything
+/// goes out; a response head that is not HTTP is a protocol error, said once (ureq's own
+/// message starts with `protocol:` too).
+#[test]
+fn a_request_head_too_large_and_a_garbled_response_head_are_clear_errors() {
+    let server = serve_sequential(|_, stream, _| send(stream, &sse_response(&answer_body())));
+    for size in [20 * 1024, 200 * 1024] {
+        let client = builder(&server.base_url())
+            .header("X-Big", "b".repeat(size))
+            .build()
+            .expect("client");
+        let err = client.chat(&request()).expect_err("too large to send");
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains("a header value or the URL is too long"),
+            "{err}"
+        );
+    }
+    assert_eq!(server.stop().len(), 0, "nothing was sent");
+
+    let (result, requests) = call_against(
+        |_, stream| send(stream, b"HTTP/1.1 200 OK\r\nnot a header\r\n\r\n"),
+        |b| b,
+    );
+    let err = result.expect_err("a garbled head");
+    let shown = err.to_string();
+    assert_eq!(err.kind(), FailureKind::Protocol, "{shown}");
+    assert_eq!(shown.matches("protocol").count(), 1, "{shown}");
+    assert_eq!(requests, 1, "not retried");
+}

@@ -626,7 +626,18 @@ fn respond(
 ) -> bool {
     let json = serde_json::from_slice::<Value>(&body).ok();
     let lookup_body = json.clone();
-    log::debug!("mock server: {} {}", head.method, head.target);
+    // The path only: a query or a `/stream/ID` path may carry a conversation id, which lets
+    // its holder read or stop the stream (as credentials, it stays out of logs).
+    let path = head.path();
+    let shown = match path.find("/stream/") {
+        Some(at) => &path[..at + "/stream/".len()],
+        None => path,
+    };
+    let hidden = match (shown.len() < path.len(), head.target.contains('?')) {
+        (false, false) => "",
+        _ => "…",
+    };
+    log::debug!("mock server: {} {shown}{hidden}", head.method);
     let route = Route::of(&head.method, head.path(), shared.replies.replay_routes);
     let dropped = reused && shared.stale_hit();
     let streamed =
