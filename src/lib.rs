@@ -55,6 +55,7 @@ mod call;
 mod cancel;
 mod chat;
 mod client;
+pub mod docs;
 mod error;
 mod http;
 #[cfg(feature = "mock")]
