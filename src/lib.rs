@@ -22,6 +22,10 @@
 //!
 //! Out of scope: async runtimes, HTTP/2, the OpenAI endpoints other than chat completions.
 //!
+//! The long material behind the README (how a broken stream is recovered, the full error
+//! table, timeouts and the pool, the limits, the mock's faults, the CLI, benchmarks, the
+//! real-server and fuzzing notes) is in [`docs`].
+//!
 //! # Example
 //!
 //! ```
@@ -55,6 +59,7 @@ mod call;
 mod cancel;
 mod chat;
 mod client;
+pub mod docs;
 mod error;
 mod http;
 #[cfg(feature = "mock")]

@@ -71,7 +71,7 @@ impl Verdict {
 
 const TRANSIENT: Verdict = Verdict::Transient { server_delay: None };
 
-/// Classifies a failure: the README's error table, row by row.
+/// Classifies a failure: the error table in `docs::errors`, row by row.
 pub fn classify(failure: &Failure<'_>, policy: &RetryPolicy, now: SystemTime) -> Verdict {
     use FailureKind as K;
     match failure.kind {
