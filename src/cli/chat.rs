@@ -46,8 +46,9 @@ resumed where it broke, without generating anything twice. API errors are not re
   --idle-timeout S          how long one read of the stream may wait (default 60)
   --deadline S              limit on the whole call, retries included (default none)
   --max-retries N           retries after the first attempt (default 3; 0: none at all)
-  --max-wait-for-server S   keep retrying a server that is down or loading (refused, 503)
-                            this long (default 120)
+  --max-wait-for-server S   wait this long for a server that is loading (503) or went away
+                            (refused after it answered), told in seconds, not counted
+                            against --max-retries (default 120)
   --no-resume               restart a broken stream instead of resuming it
   --no-mid-stream-retry     do not restart once output has been printed (resuming is fine)
   -q, --quiet               no retry lines on stderr
@@ -84,6 +85,7 @@ const INTERRUPTED: u8 = 130;
 
 struct Settings {
     verbose: bool,
+    base_url: String,
     json: bool,
     quiet: bool,
     stats: bool,
@@ -195,6 +197,7 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     builder = builder.deadline(deadline);
     Ok(Settings {
         verbose,
+        base_url,
         json,
         quiet,
         stats,
@@ -283,15 +286,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     {
         let (quiet, last_reason) = (settings.quiet, Arc::clone(&last_reason));
+        let server = authority(&settings.base_url).to_owned();
         options.on_retry = Some(Arc::new(move |notice: &RetryNotice<'_>| {
             let reason = short_reason(notice.error);
             if !quiet && !matches!(notice.action, RetryAction::Resumed { .. }) {
-                eprintln!(
-                    "retry {}/{} after {} ms: {reason}",
-                    notice.retry,
-                    notice.max_retries,
-                    notice.delay.as_millis(),
-                );
+                eprintln!("{}", retry_line(notice, &server, &reason));
             }
             *last_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }));
@@ -323,9 +322,10 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     if !settings.quiet {
         // What each break cost, now that the retry for it is settled (a resume was told
-        // when it happened).
+        // when it happened; a retry before the stream's first byte, by its retry line).
         for record in &response.retries {
-            if !matches!(record.action, RetryAction::Resumed { .. }) {
+            let before_the_stream = record.at_byte == 0 && record.passed_over.is_none();
+            if !matches!(record.action, RetryAction::Resumed { .. }) && !before_the_stream {
                 eprintln!("{}", retry_words(record));
             }
         }
@@ -435,6 +435,31 @@ fn stats(response: &ChatResponse, first_token: Option<Duration>) -> String {
     let bytes: u64 = response.timings.attempts.iter().map(|a| a.bytes).sum();
     parts.push(format!("{bytes} bytes"));
     format!("stats: {}", parts.join(", "))
+}
+
+/// The stderr line for a retry: a wait for a server that is down or loading in seconds of
+/// its budget (it counts no retry), any other retry against `--max-retries`.
+fn retry_line(notice: &RetryNotice<'_>, server: &str, reason: &str) -> String {
+    match notice.waiting {
+        Some((down_for, budget)) => format!(
+            "waiting for {server} ({reason}): {} s of {} s",
+            down_for.as_secs(),
+            budget.as_secs()
+        ),
+        None => format!(
+            "retry {}/{} after {} ms: {reason}",
+            notice.retry,
+            notice.max_retries,
+            notice.delay.as_millis()
+        ),
+    }
+}
+
+/// `host:port` of a URL, without scheme, userinfo or path.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    host.rsplit_once('@').map_or(host, |(_, host)| host)
 }
 
 /// A retry reason in a few words: the failure kind for transport trouble, the server's
