@@ -590,7 +590,16 @@ fn a_port_where_nothing_ever_answered_fails_after_max_retries() {
     let url = format!("http://127.0.0.1:{port}/v1");
     let started = std::time::Instant::now();
     let run = oai_sse(
-        &["chat", "--base-url", &url, "-m", "m", "--max-retries", "1", "hi"],
+        &[
+            "chat",
+            "--base-url",
+            &url,
+            "-m",
+            "m",
+            "--max-retries",
+            "1",
+            "hi",
+        ],
         "",
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
@@ -600,7 +609,11 @@ fn a_port_where_nothing_ever_answered_fails_after_max_retries() {
     assert_eq!(lines.len(), 1, "{}", run.stderr);
     assert!(lines[0].starts_with("retry 1/1 after "), "{}", lines[0]);
     assert!(lines[0].ends_with("ms: connection refused"), "{}", lines[0]);
-    assert!(run.stderr.contains("gave up after 2 attempts"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("gave up after 2 attempts"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -655,7 +668,9 @@ fn a_server_that_went_away_is_waited_for_and_the_wait_is_shown() {
     assert_eq!(out.status.code(), Some(0), "{first}{rest}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "back again\n");
     assert!(
-        retry_lines(&rest).iter().all(|l| l.starts_with("waiting for ")),
+        retry_lines(&rest)
+            .iter()
+            .all(|l| l.starts_with("waiting for ")),
         "{rest}"
     );
     let sent = server.requests()[0].json.clone().unwrap();

@@ -635,7 +635,10 @@ mod tests {
     fn authority_is_host_and_port_without_userinfo_or_path() {
         for (url, want) in [
             ("http://127.0.0.1:18999/v1", "127.0.0.1:18999"),
-            ("https://alice:secret@api.example.com/v1?x=1", "api.example.com"),
+            (
+                "https://alice:secret@api.example.com/v1?x=1",
+                "api.example.com",
+            ),
             ("http://[::1]:8080", "[::1]:8080"),
             ("127.0.0.1:8080/v1", "127.0.0.1:8080"),
         ] {
