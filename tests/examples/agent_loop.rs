@@ -2,7 +2,7 @@
 //! sends the result back, the model answers. The conversation opens with a worked example
 //! (few-shot) built from the message constructors: a call, its result, the answer.
 //!
-//! `cargo run --example agent_loop` runs against the crate's mock server, scripted per turn.
+//! `cargo run --example agent_loop --features mock` runs against the crate's mock server, scripted per turn.
 
 use oai_sse::mock::{MockServer, Replies, Script};
 use oai_sse::{ChatRequest, Client, Message, Tool, ToolCall, ToolChoice};
