@@ -676,3 +676,80 @@ fn a_server_that_went_away_is_waited_for_and_the_wait_is_shown() {
     let sent = server.requests()[0].json.clone().unwrap();
     assert_eq!(sent["model"], "listed");
 }
+
+#[test]
+fn a_tool_call_reply_prints_each_call_on_stdout() {
+    let script = Script::new()
+        .tool_call("get_weather", "{\"city\": \"Oslo\",\n \"days\": [1, 2]}")
+        .tool_call("get_time", r#"{"tz":"CET"}"#);
+    let server = MockServer::start(script).unwrap();
+    let run = chat(&server, &["weather?"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "get_weather {\"city\":\"Oslo\",\"days\":[1,2]}\nget_time {\"tz\":\"CET\"}\n"
+    );
+    assert_eq!(
+        run.stderr.trim_end(),
+        "[reply: 2 tool calls on stdout, name and arguments]"
+    );
+    // --json prints the response object only.
+    let run = chat(&server, &["--json", "weather?"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let calls = &out["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[1]["function"]["arguments"], r#"{"tz":"CET"}"#);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn a_reply_cut_at_max_tokens_says_so_on_stderr() {
+    let server = MockServer::start(Script::new().text("one two").finish_reason("length")).unwrap();
+    let run = chat(&server, &["--max-tokens", "2", "count"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "one two\n");
+    assert_eq!(run.stderr, "stopped at max_tokens\n");
+    let run = chat(&server, &["--quiet", "count"], "");
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("one two\n", "")
+    );
+    // A reply that ends on its own gets no note.
+    let server = MockServer::start(Script::new().text("one two")).unwrap();
+    let run = chat(&server, &["count"], "");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn verbose_shows_this_crates_decisions_and_twice_verbose_everything() {
+    let script = Script::new()
+        .text("cut once")
+        .fault(fault("close-after=300,times=1"));
+    let server = MockServer::start(script).unwrap();
+    let addr = server.addr().to_string();
+    let run = chat(&server, &["-v", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "cut once\n");
+    for decision in [
+        "attempt 1: POST http://",
+        &format!("connecting to {addr}"),
+        "retry 1/3 (resumed) after ",
+        "attempt 1 ended after ",
+        "attempt 2: GET http://",
+    ] {
+        assert!(run.stderr.contains(decision), "{decision}: {}", run.stderr);
+    }
+    // ureq's own lines (its state machine, its pool) are not this crate's decisions.
+    assert!(!run.stderr.contains("Call<"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ureq"), "{}", run.stderr);
+
+    for args in [&["-vv", "hi"][..], &["-v", "-v", "hi"]] {
+        let run = chat(&server, args, "");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("ureq"), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("oai_sse"), "{args:?}: {}", run.stderr);
+    }
+    let run = chat(&server, &["hi"], "");
+    assert!(!run.stderr.contains("DEBUG"), "{}", run.stderr);
+}
