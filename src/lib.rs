@@ -17,7 +17,8 @@
 //!   standard says: after the `retry:` time, with `Last-Event-ID`, nothing lost or doubled.
 //! - [`sse`] is the zero-allocation, spec-exact (WHATWG) event-stream parser underneath,
 //!   usable on its own.
-//! - [`mock`] (feature `mock`) is a fault-injecting OpenAI-compatible server for tests.
+//! - `mock` (feature `mock`, not a default) is a fault-injecting OpenAI-compatible server
+//!   for tests.
 //! - [`redact`] keeps credentials and terminal control sequences out of what a human reads.
 //!
 //! Out of scope: async runtimes, HTTP/2, the OpenAI endpoints other than chat completions.

@@ -600,3 +600,206 @@ fn control_sequences_in_a_reply_are_escaped_on_a_terminal() {
     let run = chat(&server, &["hi"], "");
     assert_eq!(run.stdout, format!("{hostile}\n"));
 }
+
+/// The retry lines of a run's stderr.
+fn retry_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("retry ") || l.starts_with("waiting for "))
+        .collect()
+}
+
+#[test]
+fn a_server_loading_its_model_is_a_wait_in_seconds_not_retries_past_the_maximum() {
+    let script = Script::new()
+        .text("loaded")
+        .fault(fault("status=503,message=Loading model,times=3"));
+    let server = MockServer::start(script).unwrap();
+    let run = chat(&server, &["--max-retries", "1", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "loaded\n");
+    let waiting = format!("waiting for {} (", server.addr());
+    let lines = retry_lines(&run.stderr);
+    assert_eq!(lines.len(), 3, "{}", run.stderr);
+    for line in lines {
+        assert!(line.starts_with(&waiting), "{line}");
+        assert!(line.contains("Loading model"), "{line}");
+        assert!(line.ends_with(" s of 120 s"), "{line}");
+    }
+    // Nothing was cut: no break to tell at the end.
+    assert!(!run.stderr.contains(" at byte "), "{}", run.stderr);
+    assert_eq!(server.chat_request_count(), 4);
+}
+
+#[test]
+fn a_port_where_nothing_ever_answered_fails_after_max_retries() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let started = std::time::Instant::now();
+    let run = oai_sse(
+        &[
+            "chat",
+            "--base-url",
+            &url,
+            "-m",
+            "m",
+            "--max-retries",
+            "1",
+            "hi",
+        ],
+        "",
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // One backoff of about 250 ms, not the two minutes of waiting for a server that went away.
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let lines = retry_lines(&run.stderr);
+    assert_eq!(lines.len(), 1, "{}", run.stderr);
+    assert!(lines[0].starts_with("retry 1/1 after "), "{}", lines[0]);
+    assert!(lines[0].ends_with("ms: connection refused"), "{}", lines[0]);
+    assert!(
+        run.stderr.contains("gave up after 2 attempts"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_server_that_went_away_is_waited_for_and_the_wait_is_shown() {
+    use std::io::{BufRead, BufReader, Read};
+    // A server lists its models (no --model given), then nothing listens at its address.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let models = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the model list request");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+        // Gone before the client has its answer: its chat request is refused.
+        drop(listener);
+        let body = r#"{"data":[{"id":"listed"}]}"#;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(answer.as_bytes()).unwrap();
+    });
+    let url = format!("http://{addr}/v1");
+    let mut child = Command::new(BIN)
+        .args(["chat", "--base-url", &url, "--max-retries", "1", "hi"])
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_MODEL")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    models.join().expect("model list served");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("a line on stderr");
+    assert_eq!(
+        first.trim_end(),
+        format!("waiting for {addr} (connection refused): 0 s of 120 s")
+    );
+    // Back at the same address: the call goes on and answers.
+    let server = MockServer::start_on(addr, Script::new().text("back again")).unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{first}{rest}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "back again\n");
+    assert!(
+        retry_lines(&rest)
+            .iter()
+            .all(|l| l.starts_with("waiting for ")),
+        "{rest}"
+    );
+    let sent = server.requests()[0].json.clone().unwrap();
+    assert_eq!(sent["model"], "listed");
+}
+
+#[test]
+fn a_tool_call_reply_prints_each_call_on_stdout() {
+    let script = Script::new()
+        .tool_call("get_weather", "{\"city\": \"Oslo\",\n \"days\": [1, 2]}")
+        .tool_call("get_time", r#"{"tz":"CET"}"#);
+    let server = MockServer::start(script).unwrap();
+    let run = chat(&server, &["weather?"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "get_weather {\"city\":\"Oslo\",\"days\":[1,2]}\nget_time {\"tz\":\"CET\"}\n"
+    );
+    assert_eq!(
+        run.stderr.trim_end(),
+        "[reply: 2 tool calls on stdout, name and arguments]"
+    );
+    // --json prints the response object only.
+    let run = chat(&server, &["--json", "weather?"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let calls = &out["choices"][0]["message"]["tool_calls"];
+    assert_eq!(calls[1]["function"]["arguments"], r#"{"tz":"CET"}"#);
+    assert!(run.stderr.is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn a_reply_cut_at_max_tokens_says_so_on_stderr() {
+    let server = MockServer::start(Script::new().text("one two").finish_reason("length")).unwrap();
+    let run = chat(&server, &["--max-tokens", "2", "count"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "one two\n");
+    assert_eq!(run.stderr, "stopped at max_tokens\n");
+    let run = chat(&server, &["--quiet", "count"], "");
+    assert_eq!(
+        (run.stdout.as_str(), run.stderr.as_str()),
+        ("one two\n", "")
+    );
+    // A reply that ends on its own gets no note.
+    let server = MockServer::start(Script::new().text("one two")).unwrap();
+    let run = chat(&server, &["count"], "");
+    assert_eq!(run.stderr, "");
+}
+
+#[test]
+fn verbose_shows_this_crates_decisions_and_twice_verbose_everything() {
+    let script = Script::new()
+        .text("cut once")
+        .fault(fault("close-after=300,times=1"));
+    let server = MockServer::start(script).unwrap();
+    let addr = server.addr().to_string();
+    let run = chat(&server, &["-v", "hi"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout, "cut once\n");
+    for decision in [
+        "attempt 1: POST http://",
+        &format!("connecting to {addr}"),
+        "retry 1/3 (resumed) after ",
+        "attempt 1 ended after ",
+        "attempt 2: GET http://",
+    ] {
+        assert!(run.stderr.contains(decision), "{decision}: {}", run.stderr);
+    }
+    // ureq's own lines (its state machine, its pool) are not this crate's decisions.
+    assert!(!run.stderr.contains("Call<"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ureq"), "{}", run.stderr);
+
+    for args in [&["-vv", "hi"][..], &["-v", "-v", "hi"]] {
+        let run = chat(&server, args, "");
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("ureq"), "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("oai_sse"), "{args:?}: {}", run.stderr);
+    }
+    let run = chat(&server, &["hi"], "");
+    assert!(!run.stderr.contains("DEBUG"), "{}", run.stderr);
+}

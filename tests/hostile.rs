@@ -290,10 +290,8 @@ fn a_server_that_goes_away_and_comes_back_after_5_s() {
     });
     // The default policy: 3 counted retries, 250 ms doubling to 8 s, 2 minutes for a server
     // that answered before and went away.
-    let options = CallOptions {
-        jitter_seed: Some(7),
-        ..CallOptions::default()
-    };
+    let (mut options, notices) = noting_retries();
+    options.jitter_seed = Some(7);
     let started = Instant::now();
     let result = client.chat_with(&request(), &options, |_| {});
     let elapsed = started.elapsed();
@@ -303,11 +301,140 @@ fn a_server_that_goes_away_and_comes_back_after_5_s() {
     assert!(elapsed >= Duration::from_secs(5), "{elapsed:?}");
     // More refusals than the 3 counted retries: the wait is a time budget, not a count.
     assert!(response.retries.len() > 3, "{:?}", response.retries);
+    // Each told as a wait in seconds of the 2-minute budget, none as a retry past the 3.
+    let notices = notices.lock().expect("notices");
+    assert_eq!(notices.len(), response.retries.len());
+    for (i, notice) in notices.iter().enumerate() {
+        let (down_for, budget) = notice.waiting.expect("a wait, not a retry");
+        assert_eq!((notice.retry, notice.max_retries), (0, 3), "{notice:?}");
+        assert_eq!(budget, Duration::from_secs(120));
+        assert!(down_for < elapsed, "{notice:?}");
+        if i > 0 {
+            assert!(down_for > notices[i - 1].waiting.expect("wait").0);
+        }
+    }
     for record in &response.retries {
         assert_eq!(record.reason, FailureKind::ConnectionRefused, "{record:?}");
         assert_eq!(record.action, RetryAction::Restarted);
     }
     assert_eq!(server.join().len(), 1);
+}
+
+/// What a retry hook was told, in order.
+#[derive(Debug, Clone, Copy)]
+struct Noticed {
+    retry: u32,
+    max_retries: u32,
+    waiting: Option<(Duration, Duration)>,
+}
+
+/// Options whose retry hook records each notice.
+fn noting_retries() -> (CallOptions, Arc<Mutex<Vec<Noticed>>>) {
+    let notices: Arc<Mutex<Vec<Noticed>>> = Arc::default();
+    let log = Arc::clone(&notices);
+    let hook: RetryHook = Arc::new(move |n: &RetryNotice<'_>| {
+        log.lock().expect("notices").push(Noticed {
+            retry: n.retry,
+            max_retries: n.max_retries,
+            waiting: n.waiting,
+        });
+    });
+    let options = CallOptions {
+        on_retry: Some(hook),
+        ..CallOptions::default()
+    };
+    (options, notices)
+}
+
+/// A loopback port where nothing listens (bound, then closed).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+#[test]
+fn a_mistyped_port_fails_after_max_retries_not_after_the_wait_budget() {
+    // The default policy (2 minutes for a server that is down) with one retry: nothing ever
+    // answered at this address, so the refusal is counted, not waited for.
+    let client = Client::builder()
+        .base_url(format!("http://127.0.0.1:{}/v1", closed_port()))
+        .proxy(ProxyConfig::None)
+        .retry_policy(RetryPolicy {
+            max_retries: 1,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .expect("client");
+    let (options, notices) = noting_retries();
+    let started = Instant::now();
+    let err = client
+        .chat_with(&request(), &options, |_| {})
+        .expect_err("nothing listens");
+    assert_eq!(err.kind(), FailureKind::ConnectionRefused);
+    let Error::AfterRetries(after) = &err else {
+        panic!("{err:?}");
+    };
+    assert!(after.exhausted);
+    assert_eq!(after.attempts, 2, "{:?}", after.history);
+    // One backoff of about 250 ms, not two minutes.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let notices = notices.lock().expect("notices");
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!((notices[0].retry, notices[0].max_retries), (1, 1));
+    assert!(notices[0].waiting.is_none(), "{notices:?}");
+}
+
+#[test]
+fn a_server_that_listed_its_models_and_went_away_is_waited_for() {
+    // The model list is the client's first answer from this address; then nothing listens
+    // until the retry hook has been told twice of the wait.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let models = serve_on(listener, 1, |_, stream, _| {
+        send(
+            stream,
+            &http_response(
+                "200 OK",
+                &[("content-type", "application/json")],
+                r#"{"data":[{"id":"m"}]}"#,
+            ),
+        );
+    });
+    let client = builder(&format!("http://127.0.0.1:{port}/v1"))
+        .retry_policy(RetryPolicy {
+            max_retries: 1,
+            ..fast_policy()
+        })
+        .build()
+        .expect("client");
+    assert_eq!(client.models().expect("listed"), ["m"]);
+    models.join();
+    let (told_tx, told_rx) = std::sync::mpsc::channel();
+    let hook: RetryHook = Arc::new(move |n: &RetryNotice<'_>| {
+        let _ = told_tx.send((n.retry, n.waiting.is_some()));
+    });
+    let back = std::thread::spawn(move || {
+        let told: Vec<_> = (0..3)
+            .map(|_| told_rx.recv_timeout(Duration::from_secs(10)).expect("told"))
+            .collect();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+        let server = serve_on(listener, 1, |_, stream, _| {
+            send(stream, &sse_response(&answer_body()))
+        });
+        (told, server)
+    });
+    let options = CallOptions {
+        on_retry: Some(hook),
+        ..CallOptions::default()
+    };
+    let response = client
+        .chat_with(&request(), &options, |_| {})
+        .expect("waited for past max_retries = 1");
+    let (told, server) = back.join().expect("server thread");
+    assert_eq!(server.join().len(), 1);
+    assert_eq!(response.content(), "Hi");
+    assert_eq!(told, [(0, true); 3]);
+    assert!(response.retries.len() >= 3, "{:?}", response.retries);
 }
 
 #[test]

@@ -157,6 +157,28 @@ impl Clock {
     }
 }
 
+/// An attempt's timings for the debug log: `attempt 1 ended after 212 ms (connect 1 ms,
+/// first byte 40 ms, first token 41 ms, last token 210 ms, 5120 bytes)`.
+fn timings_line(t: &AttemptTimings) -> String {
+    let marks = [
+        ("connect", t.connect),
+        ("first byte", t.first_byte),
+        ("first token", t.first_token),
+        ("last token", t.last_token),
+    ];
+    let mut parts: Vec<String> = marks
+        .iter()
+        .filter_map(|(name, at)| Some(format!("{name} {} ms", at.as_ref()?.as_millis())))
+        .collect();
+    parts.push(format!("{} bytes", t.bytes));
+    format!(
+        "attempt {} ended after {} ms ({})",
+        t.attempt,
+        t.total.as_millis(),
+        parts.join(", ")
+    )
+}
+
 /// Per-call settings the driver needs.
 pub(crate) struct Setup {
     pub policy: RetryPolicy,
@@ -466,7 +488,9 @@ impl<P: Protocol> Call<P> {
     /// The current attempt ended: keep its timings.
     fn stop_clock(&mut self) {
         if let Some(clock) = self.clock.take() {
-            self.timings.push(clock.timings());
+            let timings = clock.timings();
+            log::debug!("{}", timings_line(&timings));
+            self.timings.push(timings);
         }
     }
 

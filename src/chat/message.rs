@@ -127,11 +127,66 @@ impl Message {
         Self::with_role(Role::Assistant, content)
     }
 
+    /// An assistant turn that calls tools and says nothing: a few-shot example, or a saved
+    /// conversation replayed. `content` is left out on the wire, as OpenAI's API expects
+    /// next to `tool_calls` (with no calls at all it is `""`: a message needs one or the
+    /// other).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use oai_sse::{Message, ToolCall};
+    ///
+    /// let call = ToolCall::function("call_1", "get_weather", r#"{"city":"Oslo"}"#);
+    /// let turn = Message::assistant_tool_calls([call]);
+    /// assert_eq!(
+    ///     serde_json::to_value(&turn)?,
+    ///     serde_json::json!({
+    ///         "role": "assistant",
+    ///         "tool_calls": [{
+    ///             "id": "call_1",
+    ///             "type": "function",
+    ///             "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}
+    ///         }]
+    ///     })
+    /// );
+    /// // The tool's answer, for the same call id.
+    /// let result = Message::tool("call_1", "sunny, 12 °C");
+    /// assert_eq!(
+    ///     serde_json::to_value(&result)?,
+    ///     serde_json::json!({"role": "tool", "content": "sunny, 12 °C", "tool_call_id": "call_1"})
+    /// );
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
+    pub fn assistant_tool_calls(calls: impl IntoIterator<Item = ToolCall>) -> Self {
+        let calls: Vec<ToolCall> = calls.into_iter().collect();
+        Self {
+            role: Role::Assistant,
+            content: None,
+            tool_calls: Some(calls),
+            tool_call_id: None,
+            name: None,
+            reasoning_content: None,
+            refusal: None,
+        }
+        .ensure_sendable()
+    }
+
     /// A tool result answering the call `tool_call_id`.
     pub fn tool(tool_call_id: impl Into<String>, content: impl Into<Content>) -> Self {
         let mut m = Self::with_role(Role::Tool, content);
         m.tool_call_id = Some(tool_call_id.into());
         m
+    }
+
+    /// An assistant message as a server accepts it: no empty `tool_calls` array (OpenAI
+    /// rejects `[]`), and `content` (`""`) unless it has tool calls.
+    pub(crate) fn ensure_sendable(mut self) -> Self {
+        self.tool_calls = self.tool_calls.filter(|c| !c.is_empty());
+        if self.content.is_none() && self.tool_calls.is_none() {
+            self.content = Some(Content::Text(String::new()));
+        }
+        self
     }
 
     /// The text of the content (the first text part for multi-part content), or `""`.
@@ -251,6 +306,26 @@ pub struct ToolCall {
     pub function: FunctionCall,
 }
 
+impl ToolCall {
+    /// A call of the function `name` with `arguments`, a JSON text (`value.to_string()` for
+    /// a [`serde_json::Value`]), under the id its result will answer
+    /// ([`Message::tool`]).
+    pub fn function(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        arguments: impl Into<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            kind: function_type(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+}
+
 /// The function half of a [`ToolCall`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionCall {
@@ -362,6 +437,21 @@ mod tests {
             (
                 Message::tool("call_1", "r"),
                 json!({"role":"tool","content":"r","tool_call_id":"call_1"}),
+            ),
+            (
+                Message::assistant_tool_calls([
+                    ToolCall::function("c1", "f", "{}"),
+                    ToolCall::function("c2", "g", json!({"a": [1]}).to_string()),
+                ]),
+                json!({"role":"assistant","tool_calls":[
+                    {"id":"c1","type":"function","function":{"name":"f","arguments":"{}"}},
+                    {"id":"c2","type":"function","function":{"name":"g","arguments":"{\"a\":[1]}"}}
+                ]}),
+            ),
+            // No calls: an empty assistant turn, not `"tool_calls":[]` without content.
+            (
+                Message::assistant_tool_calls([]),
+                json!({"role":"assistant","content":""}),
             ),
         ];
         for (m, want) in cases {

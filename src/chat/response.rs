@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::time::Duration;
 
-use super::message::{Content, Message, Role, ToolCall};
+use super::message::{Message, Role, ToolCall};
 use crate::retry::RetryRecord;
 use crate::wire::capped::{Capped, json_len};
 use crate::wire::lenient::null_default;
@@ -391,9 +391,7 @@ impl ChatResponse {
         Message {
             role: Role::Assistant,
             content: m.and_then(|m| m.content.clone()),
-            tool_calls: m
-                .and_then(|m| m.tool_calls.clone())
-                .filter(|c| !c.is_empty()),
+            tool_calls: m.and_then(|m| m.tool_calls.clone()),
             tool_call_id: None,
             name: None,
             reasoning_content: m.and_then(|m| m.reasoning_content.clone()),
@@ -412,23 +410,13 @@ impl ChatResponse {
         Message {
             role: Role::Assistant,
             content,
-            tool_calls: tool_calls.filter(|c| !c.is_empty()),
+            tool_calls,
             tool_call_id: None,
             name: None,
             reasoning_content,
             refusal: None,
         }
         .ensure_sendable()
-    }
-}
-
-impl Message {
-    /// An assistant message needs `content` unless it has tool calls.
-    fn ensure_sendable(mut self) -> Self {
-        if self.content.is_none() && self.tool_calls.is_none() {
-            self.content = Some(Content::Text(String::new()));
-        }
-        self
     }
 }
 

@@ -65,14 +65,19 @@ impl Args {
 
     /// Whether the boolean flag (any of `names`) was given; consumes it.
     pub fn flag(&mut self, names: &[&str]) -> Result<bool, UsageError> {
-        let mut found = false;
+        Ok(self.count(names)? > 0)
+    }
+
+    /// How often the boolean flag (any of `names`) was given (`-v -v`); consumes it.
+    pub fn count(&mut self, names: &[&str]) -> Result<u32, UsageError> {
+        let mut found = 0;
         let mut err = None;
         self.items.retain(|item| match item {
             Arg::Option { name, value } if names.contains(&name.as_str()) => {
                 if value.is_some() {
                     err = Some(UsageError(format!("{name} takes no value")));
                 }
-                found = true;
+                found += 1;
                 false
             }
             _ => true,

@@ -4,7 +4,7 @@ use super::Failure;
 use super::args::{Args, UsageError};
 use oai_sse::{
     CallOptions, CancelHandle, ChatRequest, ChatResponse, Client, ClientBuilder, Error, Message,
-    RetryAction, RetryNotice, RetryPolicy, RetryRecord, StreamEvent,
+    RetryAction, RetryNotice, RetryPolicy, RetryRecord, StreamEvent, ToolCall,
 };
 use serde::Serialize;
 use std::io::{self, IsTerminal, Read, Write};
@@ -46,12 +46,15 @@ resumed where it broke, without generating anything twice. API errors are not re
   --idle-timeout S          how long one read of the stream may wait (default 60)
   --deadline S              limit on the whole call, retries included (default none)
   --max-retries N           retries after the first attempt (default 3; 0: none at all)
-  --max-wait-for-server S   keep retrying a server that is down or loading (refused, 503)
-                            this long (default 120)
+  --max-wait-for-server S   wait this long for a server that is loading (503) or went away
+                            (refused after it answered), told in seconds, not counted
+                            against --max-retries (default 120)
   --no-resume               restart a broken stream instead of resuming it
   --no-mid-stream-retry     do not restart once output has been printed (resuming is fine)
   -q, --quiet               no retry lines on stderr
-  -v, --verbose             debug logs on stderr (or set RUST_LOG)
+  -v, --verbose             this crate's decisions on stderr (connections, retries,
+                            resumes, timings); -vv: every crate's debug logs, ureq's
+                            included (or set RUST_LOG)
 
 The API key is read from $OPENAI_API_KEY. With several choices (`n` in a --request file) the
 reply is printed at the end, one block per choice. Ctrl-C cancels the call, ends the line,
@@ -83,7 +86,9 @@ pub const TAKES_VALUE: &[&str] = &[
 const INTERRUPTED: u8 = 130;
 
 struct Settings {
-    verbose: bool,
+    /// `-v` given this often (`-vv` counts 2).
+    verbose: u32,
+    base_url: String,
     json: bool,
     quiet: bool,
     stats: bool,
@@ -113,7 +118,7 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     let cacert = args.value::<String>(&["--cacert"])?;
     let json = args.flag(&["--json", "-j"])?;
     let quiet = args.flag(&["--quiet", "-q"])?;
-    let verbose = args.flag(&["-v", "--verbose"])?;
+    let verbose = args.count(&["-v", "--verbose"])? + 2 * args.count(&["-vv"])?;
     let stats = args.flag(&["--stats"])?;
     let connect = args.seconds(&["--connect-timeout"])?;
     let first_byte = args.seconds(&["--first-byte-timeout"])?;
@@ -195,6 +200,7 @@ fn parse(mut args: Args) -> Result<Settings, Failure> {
     builder = builder.deadline(deadline);
     Ok(Settings {
         verbose,
+        base_url,
         json,
         quiet,
         stats,
@@ -243,11 +249,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut settings = parse(args)?;
     // Retry lines are printed here, so the library's retry warnings stay quiet unless asked
     // for with -v or RUST_LOG.
-    super::logging::init(if settings.verbose {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Error
-    });
+    match settings.verbose {
+        0 => super::logging::init(log::LevelFilter::Error),
+        1 => super::logging::init(log::LevelFilter::Debug),
+        _ => super::logging::init_all(log::LevelFilter::Debug),
+    }
     let client = settings
         .builder
         .clone()
@@ -283,15 +289,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     };
     {
         let (quiet, last_reason) = (settings.quiet, Arc::clone(&last_reason));
+        let server = authority(&settings.base_url).to_owned();
         options.on_retry = Some(Arc::new(move |notice: &RetryNotice<'_>| {
             let reason = short_reason(notice.error);
             if !quiet && !matches!(notice.action, RetryAction::Resumed { .. }) {
-                eprintln!(
-                    "retry {}/{} after {} ms: {reason}",
-                    notice.retry,
-                    notice.max_retries,
-                    notice.delay.as_millis(),
-                );
+                eprintln!("{}", retry_line(notice, &server, &reason));
             }
             *last_reason.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
         }));
@@ -323,16 +325,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
     if !settings.quiet {
         // What each break cost, now that the retry for it is settled (a resume was told
-        // when it happened).
+        // when it happened; a retry before the stream's first byte, by its retry line).
         for record in &response.retries {
-            if !matches!(record.action, RetryAction::Resumed { .. }) {
+            let before_the_stream = record.at_byte == 0 && record.passed_over.is_none();
+            if !matches!(record.action, RetryAction::Resumed { .. }) && !before_the_stream {
                 eprintln!("{}", retry_words(record));
             }
         }
     }
     if choices > 1 && !settings.json {
         printer.print_blocks(&response)?;
+    } else if !settings.json {
+        printer.print_tool_calls(response.tool_calls())?;
     }
+    printer.note_endings(&response);
     if settings.stats {
         eprintln!(
             "{}",
@@ -437,6 +443,54 @@ fn stats(response: &ChatResponse, first_token: Option<Duration>) -> String {
     format!("stats: {}", parts.join(", "))
 }
 
+/// The stderr line for a retry: a wait for a server that is down or loading in seconds of
+/// its budget (it counts no retry), any other retry against `--max-retries`.
+fn retry_line(notice: &RetryNotice<'_>, server: &str, reason: &str) -> String {
+    match notice.waiting {
+        Some((down_for, budget)) => format!(
+            "waiting for {server} ({reason}): {} s of {} s",
+            down_for.as_secs(),
+            budget.as_secs()
+        ),
+        None => format!(
+            "retry {}/{} after {} ms: {reason}",
+            notice.retry,
+            notice.max_retries,
+            notice.delay.as_millis()
+        ),
+    }
+}
+
+/// Tool-call arguments on one line: JSON with the whitespace between its tokens dropped
+/// (key order and text kept as the model wrote them), or, if they are not JSON, as a JSON
+/// string.
+fn one_line_json(arguments: &str) -> String {
+    if serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_err() {
+        return serde_json::Value::from(arguments).to_string();
+    }
+    let mut out = String::with_capacity(arguments.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in arguments.chars() {
+        if in_string {
+            in_string = escaped || c != '"';
+            escaped = !escaped && c == '\\';
+        } else if c == '"' {
+            in_string = true;
+        } else if c.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `host:port` of a URL, without scheme, userinfo or path.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    host.rsplit_once('@').map_or(host, |(_, host)| host)
+}
+
 /// A retry reason in a few words: the failure kind for transport trouble, the server's
 /// message otherwise.
 fn short_reason(err: &Error) -> String {
@@ -449,7 +503,8 @@ fn short_reason(err: &Error) -> String {
 /// Writes deltas as they arrive: content to stdout, reasoning to stderr (dim on a terminal).
 /// With several choices nothing is streamed: each choice is printed as a block at the end.
 struct Printer {
-    /// Notes on stderr: resumes, restarts, tool calls (off with --quiet).
+    /// Notes on stderr: resumes, restarts, tool calls, a reply cut at max_tokens (off with
+    /// --quiet).
     notes: bool,
     /// Deltas are not streamed: `--json`, or several choices printed as blocks at the end.
     blocks: bool,
@@ -515,12 +570,6 @@ impl Printer {
                 };
                 err.write_all(text.as_bytes()).and_then(|()| err.flush())
             }
-            StreamEvent::ToolCall {
-                name: Some(name), ..
-            } if self.notes && !self.blocks => {
-                self.leave_reasoning();
-                writeln!(io::stderr(), "[tool call: {name}]")
-            }
             StreamEvent::Resumed { offset, .. } if self.notes => {
                 let reason = self
                     .last_reason
@@ -579,8 +628,54 @@ impl Printer {
                 )?;
             }
             writeln!(out, "{}", choice.message.text())?;
+            for call in choice.message.tool_calls.iter().flatten() {
+                writeln!(out, "{}", self.tool_call_line(call))?;
+            }
         }
         out.flush()
+    }
+
+    /// Each tool call of the reply on its own line of stdout: the name, a space, the
+    /// arguments as one line of JSON.
+    fn print_tool_calls(&mut self, calls: &[ToolCall]) -> io::Result<()> {
+        let mut out = io::stdout().lock();
+        for call in calls {
+            writeln!(out, "{}", self.tool_call_line(call))?;
+        }
+        out.flush()
+    }
+
+    fn tool_call_line(&self, call: &ToolCall) -> String {
+        let name = &call.function.name;
+        let name = if self.tty {
+            oai_sse::redact::escape_controls(name)
+        } else {
+            name.into()
+        };
+        format!("{name} {}", one_line_json(&call.function.arguments))
+    }
+
+    /// Notes on stderr on how the reply ended: the tool calls printed, a cut at max_tokens.
+    fn note_endings(&self, response: &ChatResponse) {
+        if !self.notes {
+            return;
+        }
+        let several = response.choices.len() > 1;
+        for choice in &response.choices {
+            let label = if several {
+                format!("[choice {}] ", choice.index)
+            } else {
+                String::new()
+            };
+            let calls = choice.message.tool_calls.as_ref().map_or(0, Vec::len);
+            if calls > 0 && !self.blocks {
+                let s = if calls == 1 { "" } else { "s" };
+                eprintln!("{label}[reply: {calls} tool call{s} on stdout, name and arguments]");
+            }
+            if choice.finish_reason.as_deref() == Some("length") {
+                eprintln!("{label}stopped at max_tokens");
+            }
+        }
     }
 
     fn leave_reasoning(&mut self) {
@@ -600,6 +695,41 @@ impl Printer {
             self.wrote_content = false;
             let _ = io::stdout().write_all(b"\n");
             let _ = io::stdout().flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn authority_is_host_and_port_without_userinfo_or_path() {
+        for (url, want) in [
+            ("http://127.0.0.1:18999/v1", "127.0.0.1:18999"),
+            (
+                "https://alice:secret@api.example.com/v1?x=1",
+                "api.example.com",
+            ),
+            ("http://[::1]:8080", "[::1]:8080"),
+            ("127.0.0.1:8080/v1", "127.0.0.1:8080"),
+        ] {
+            assert_eq!(super::authority(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn tool_call_arguments_print_on_one_line_in_the_models_order() {
+        for (arguments, want) in [
+            (r#"{"city":"Oslo"}"#, r#"{"city":"Oslo"}"#),
+            (
+                "{\n  \"z\": [1, 2],\n  \"a\": \"two  words \\\" \\\\\"\n}",
+                r#"{"z":[1,2],"a":"two  words \" \\"}"#,
+            ),
+            ("{}", "{}"),
+            // Not JSON (a reply cut by max_tokens): quoted, newlines escaped.
+            ("{\"city\": \"Os\nlo", r#""{\"city\": \"Os\nlo""#),
+            ("", r#""""#),
+        ] {
+            assert_eq!(super::one_line_json(arguments), want, "{arguments:?}");
         }
     }
 }

@@ -1,6 +1,8 @@
-//! Logging for the CLI: env_logger (`RUST_LOG`, or `-v` for debug), with ureq's raw-bytes
-//! trace capped. At TRACE level `ureq_proto` logs request bytes verbatim, Authorization
-//! header included, so those records are dropped whatever `RUST_LOG` says.
+//! Logging for the CLI: env_logger, this crate's records at the level asked for (`-v`: its
+//! decisions at debug) and other crates' (ureq's) only from warnings up unless asked for
+//! too (`-vv`, or `RUST_LOG`), with ureq's raw-bytes trace capped. At TRACE level
+//! `ureq_proto` logs request bytes verbatim, Authorization header included, so those records
+//! are dropped whatever `RUST_LOG` says.
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -27,10 +29,26 @@ impl Log for CappedLogger {
     }
 }
 
-/// Installs the logger at `default` level; `RUST_LOG` overrides it.
-pub fn init(default: LevelFilter) {
+/// This crate's log target (the library's and the binary's modules alike).
+const OURS: &str = "oai_sse";
+
+/// Installs the logger: this crate's records at `ours`, other crates' at `ours` but at most
+/// warnings; `RUST_LOG` overrides both.
+pub fn init(ours: LevelFilter) {
+    init_with(ours, ours.min(LevelFilter::Warn));
+}
+
+/// Installs the logger with every crate's records at `level` (`-vv`); `RUST_LOG` overrides it.
+pub fn init_all(level: LevelFilter) {
+    init_with(level, level);
+}
+
+fn init_with(ours: LevelFilter, others: LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(default).format_target(false);
+    builder
+        .filter_level(others)
+        .filter_module(OURS, ours)
+        .format_target(others > LevelFilter::Warn);
     builder.parse_default_env();
     let logger = builder.build();
     let max = logger.filter();

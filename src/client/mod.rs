@@ -256,7 +256,8 @@ impl Client {
     }
 
     /// The ids of the models the server lists (`GET {base}/models`), in its order. One
-    /// attempt, no retries.
+    /// attempt, no retries. Any answer shows a server lives at this address: a chat call
+    /// refused later waits for it ([`RetryPolicy::max_wait_for_server`]).
     ///
     /// # Errors
     ///
@@ -283,6 +284,8 @@ impl Client {
             body: None,
         };
         let response = inner.transport.send(&request, &io)?;
+        // A server is at this address: if it goes away, a chat call waits for it.
+        inner.server_answered();
         if !(200..300).contains(&response.status) {
             return Err(crate::http::http_error(response));
         }

@@ -1,10 +1,11 @@
 //! A two-turn tool-calling agent loop: the model asks for a tool, the program runs it and
-//! sends the result back, the model answers.
+//! sends the result back, the model answers. The conversation opens with a worked example
+//! (few-shot) built from the message constructors: a call, its result, the answer.
 //!
-//! `cargo run --example agent_loop` runs against the crate's mock server, scripted per turn.
+//! `cargo run --example agent_loop --features mock` runs against the crate's mock server, scripted per turn.
 
 use oai_sse::mock::{MockServer, Replies, Script};
-use oai_sse::{ChatRequest, Client, Message, Tool, ToolChoice};
+use oai_sse::{ChatRequest, Client, Message, Tool, ToolCall, ToolChoice};
 
 /// The program's one tool.
 fn get_weather(arguments: &str) -> String {
@@ -31,7 +32,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "Current weather for a city",
         serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
     );
-    let mut messages = vec![Message::user("What is the weather in Oslo?")];
+    let example_call = ToolCall::function("example_1", "get_weather", r#"{"city":"Bergen"}"#);
+    let mut messages = vec![
+        Message::system("Answer weather questions with get_weather."),
+        Message::user("What is the weather in Bergen?"),
+        Message::assistant_tool_calls([example_call]),
+        Message::tool("example_1", get_weather(r#"{"city":"Bergen"}"#)),
+        Message::assistant("The weather report says: sunny and 12 °C in Bergen."),
+        Message::user("What is the weather in Oslo?"),
+    ];
     for turn in 1..=4 {
         let request = ChatRequest::new("mock-model", messages.clone())
             .tools(vec![weather.clone()])
@@ -42,6 +51,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", response.content());
             eprintln!("answered after {turn} turns");
             assert_eq!(server.chat_requests().len(), turn);
+            // The example's call went out with tool calls and no content.
+            let first = &server.chat_requests()[0];
+            let sent = &first.messages()[2];
+            assert!(sent.get("content").is_none(), "{sent}");
+            assert_eq!(sent["tool_calls"][0]["function"]["name"], "get_weather");
             return Ok(());
         }
         for call in response.tool_calls() {

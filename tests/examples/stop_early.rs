@@ -1,7 +1,7 @@
 //! Stop a stream from the callback once you have what you need, and read the call's
 //! timings: connect, first byte, first and last token.
 //!
-//! `cargo run --example stop_early` runs against the crate's mock server.
+//! `cargo run --example stop_early --features mock` runs against the crate's mock server.
 
 use oai_sse::mock::{MockServer, Script};
 use oai_sse::{ChatRequest, Client, Message, StreamEvent};

@@ -1,6 +1,6 @@
 //! Stream a chat reply event by event, surviving a cut connection.
 //!
-//! `cargo run --example stream` runs against the crate's mock server, which cuts the first
+//! `cargo run --example stream --features mock` runs against the crate's mock server, which cuts the first
 //! response mid-stream and replays it like llama.cpp does; set `OPENAI_BASE_URL` (and
 //! `OPENAI_MODEL`, `OPENAI_API_KEY` if needed) to use a real server instead.
 

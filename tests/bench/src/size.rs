@@ -12,8 +12,12 @@ pub struct Build {
     pub crates: usize,
 }
 
-pub const DEFAULT: (&str, &str, &[&str]) =
-    ("default features (tls, cli, mock)", "size-default", &[]);
+/// The whole binary: the default `tls` with the opt-in `cli` and `mock`.
+pub const DEFAULT: (&str, &str, &[&str]) = (
+    "--features cli,mock (tls, cli, mock)",
+    "size-default",
+    &["--features", "cli,mock"],
+);
 pub const MINIMAL: (&str, &str, &[&str]) = (
     "--no-default-features --features cli (plain HTTP)",
     "size-min",
