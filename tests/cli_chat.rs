@@ -297,6 +297,53 @@ fn short_flags_and_headers() {
     assert_eq!(json["messages"][0]["content"], "terse");
 }
 
+/// A break that can be neither resumed nor continued restarts the answer; when the new answer
+/// differs from what stdout (a pipe here) already holds, the CLI stops with a clear error
+/// instead of writing a second answer after the first.
+#[test]
+fn a_restart_with_a_different_answer_stops_instead_of_printing_twice() {
+    let server = common::serve_sequential(|n, stream, request| {
+        if !request.starts_with("POST /v1/chat/completions ") {
+            // No replay route, nothing to stop.
+            return common::send(stream, &common::http_response("404 Not Found", &[], ""));
+        }
+        if n == 0 {
+            // The first answer is cut after its first words.
+            let head =
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+            return common::send(
+                stream,
+                format!("{head}{}", common::content("The sea is")).as_bytes(),
+            );
+        }
+        let body = format!(
+            "{}{}{}",
+            common::content("A different answer."),
+            common::finish("stop"),
+            common::DONE
+        );
+        common::send(stream, &common::sse_response(&body));
+    });
+    let url = server.base_url();
+    let run = oai_sse(&["chat", "--base-url", &url, "-m", "m1", "hi"], "");
+    let requests = server.stop();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(
+        run.stdout.trim_end(),
+        "The sea is",
+        "nothing after what was printed"
+    );
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("its new answer differs from the one already printed"),
+        "{}",
+        run.stderr
+    );
+    let chat = "POST /v1/chat/completions ";
+    let posts = requests.iter().filter(|r| r.starts_with(chat)).count();
+    assert_eq!(posts, 2, "the cut answer and its restart: {requests:?}");
+}
+
 /// A header given with `-H` replaces the default of the same name (any case): with
 /// `OPENAI_API_KEY` exported and `--base-url` pointed at another provider with its own token,
 /// only that token goes out — the exported key is not sent alongside it.

@@ -311,6 +311,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if printer.stdout_closed {
         return Err(Failure::StdoutClosed);
     }
+    if let Some(reason) = printer.diverged {
+        return Err(Failure::Runtime(format!(
+            "the server restarted the answer after {reason} and its new answer differs from \
+             the one already printed: stopped rather than write a second answer after it \
+             (--json waits for the whole answer)"
+        )));
+    }
     let response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -517,6 +524,9 @@ struct Printer {
     first_output: Option<Instant>,
     last_reason: Arc<Mutex<Option<String>>>,
     stdout_closed: bool,
+    /// The server restarted the answer and the new one differs from what stdout (not a
+    /// terminal) already holds: the call was stopped there, with this reason.
+    diverged: Option<oai_sse::FailureKind>,
     error: Option<io::Error>,
 }
 
@@ -532,6 +542,7 @@ impl Printer {
             first_output: None,
             last_reason,
             stdout_closed: false,
+            diverged: None,
             error: None,
         }
     }
@@ -584,6 +595,12 @@ impl Printer {
                     let _ = err.write_all(b"\n");
                 }
                 writeln!(err, "resumed at byte {offset} after {reason}")
+            }
+            // A file or a pipe cannot take back what it was given: stop rather than write a
+            // second, different answer after the first (a terminal shows the restart).
+            StreamEvent::Restart { reason, .. } if !self.tty && !self.blocks => {
+                self.diverged = Some(*reason);
+                return ControlFlow::Break(());
             }
             StreamEvent::Restart { attempt, reason } => {
                 self.end_line();
