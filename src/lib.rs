@@ -58,7 +58,7 @@
 
 mod call;
 mod cancel;
-mod chat;
+pub mod chat;
 mod client;
 pub mod docs;
 mod error;
@@ -75,12 +75,13 @@ pub use call::{
     Reconnect, RetryHook, RetryNotice, SourceEvent,
 };
 pub use cancel::CancelHandle;
+// The root holds what a caller of the main jobs names: the client, requests and messages,
+// events, the response, errors. The building blocks for other uses stay in their modules:
+// `chat` (the sans-IO accumulator and borrowed chunk views), `sse`, `retry`, `redact`.
 pub use chat::{
-    Accumulator, AttemptTimings, ChatLimits, ChatRequest, ChatResponse, Choice, ChoiceDelta,
-    ChunkRef, Completion, Content, ContentPart, DeltaRef, FunctionCall, FunctionDef,
-    FunctionDeltaRef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role, ServerTimings,
-    Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolCallDeltaRef, ToolChoice, Usage,
-    response_from_completion_json,
+    AttemptTimings, ChatLimits, ChatRequest, ChatResponse, Choice, Content, ContentPart,
+    FunctionCall, FunctionDef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role,
+    ServerTimings, Stop, StreamEvent, StreamOptions, Timings, Tool, ToolCall, ToolChoice, Usage,
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};

@@ -1,5 +1,14 @@
 //! Keeping credentials and terminal control sequences out of everything a human reads.
 //!
+//! ```
+//! use oai_sse::redact::{escape_controls, redact_secrets, redact_userinfo};
+//!
+//! assert_eq!(redact_userinfo("http://user:pw@proxy:3128"), "http://<redacted>@proxy:3128");
+//! let key = "sk-proj-0123456789abcdef";
+//! assert_eq!(redact_secrets(&format!("key {key} denied"), &[key]), "key <redacted> denied");
+//! assert_eq!(escape_controls("\u{1b}]0;pwned\u{7}"), "\\u{1b}]0;pwned\\u{7}");
+//! ```
+//!
 //! Pure string functions for every place where configuration or server text becomes output
 //! (`Debug` impls, error messages, logs, the CLI):
 //!

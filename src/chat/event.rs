@@ -65,7 +65,7 @@ pub enum StreamEvent<'a> {
     /// far; the answer follows again from its start. Only a restarted answer that says
     /// something else than the one shown causes this (one that repeats it is
     /// [`Continued`](Self::Continued)). Emitted by the retry layer, never by the
-    /// [`Accumulator`](crate::Accumulator).
+    /// [`Accumulator`](crate::chat::Accumulator).
     Restart {
         /// The attempt about to start (2 for the first retry).
         attempt: u32,

@@ -1,5 +1,35 @@
 //! Chat completions without I/O: the wire types, the events a streaming caller sees, and the
 //! [`Accumulator`] that turns dispatched SSE events into those events and a [`ChatResponse`].
+//!
+//! The types a caller of [`Client`](crate::Client) names (requests, messages, events, the
+//! response) are also at the crate root. Reach into this module for the building blocks
+//! underneath: the [`Accumulator`] when the bytes come from somewhere else (your own
+//! transport, a recorded stream, a test), the borrowed chunk views ([`ChunkRef`],
+//! [`DeltaRef`]) to read a chunk without copying it, and [`response_from_completion_json`]
+//! for a non-streamed answer. The same code runs inside the client.
+//!
+//! ```
+//! use oai_sse::chat::{Accumulator, Completion};
+//! use oai_sse::sse::{EventReader, Item};
+//!
+//! // A recorded stream (from a file, a log, another HTTP client), fed through the
+//! // parser and the accumulator.
+//! let recorded = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+//!                 data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n\
+//!                 data: [DONE]\n\n";
+//! let mut reader = EventReader::new(recorded.as_bytes());
+//! let mut acc = Accumulator::new(false);
+//! let mut progress = Completion::Pending;
+//! while let Some(item) = reader.next_item()? {
+//!     if let Item::Event(event) = item {
+//!         progress = acc.push_event(event.event, event.data)?;
+//!     }
+//! }
+//! assert_eq!(progress, Completion::Complete);
+//! let response = acc.finish()?;
+//! assert_eq!(response.content(), "Hello");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod accumulate;
 mod chunk;

@@ -248,7 +248,7 @@ impl ClientBuilder {
     /// `</think>` (default true): models served without a reasoning parser (llama.cpp with
     /// `--reasoning-format none`, older Ollama, some gateways) send their thinking that way.
     /// It then arrives as [`StreamEvent::Reasoning`](crate::StreamEvent::Reasoning) and in the response's reasoning; see
-    /// [`Accumulator::split_think`](crate::Accumulator::split_think).
+    /// [`Accumulator::split_think`](crate::chat::Accumulator::split_think).
     pub fn split_think(mut self, on: bool) -> Self {
         self.split_think = on;
         self

@@ -4,6 +4,22 @@
 //! failures ([`FailureKind`]) and retries ([`RetryRecord`]). Nothing here sleeps or reads a
 //! clock (the caller injects both), and nothing here imports the rest of the crate: a
 //! failure reaches the table as a [`Failure`], a view of facts.
+//!
+//! [`RetryPolicy`] is what most callers set (on the client builder or per call); the rest is
+//! here to test a policy, or to drive the same decisions from a loop of your own:
+//!
+//! ```
+//! use oai_sse::retry::{Rng, RetryPolicy};
+//! use std::time::Duration;
+//!
+//! let policy = RetryPolicy::default();
+//! let mut rng = Rng::seeded(7); // jitter, reproducible
+//! let waits: Vec<Duration> = (1..=6).map(|retry| policy.backoff(retry, &mut rng)).collect();
+//! // 250 ms doubling per retry, ±20 % jitter, capped at 8 s.
+//! assert!(waits[0] >= Duration::from_millis(200) && waits[0] <= Duration::from_millis(300));
+//! assert!(waits[5] <= Duration::from_secs(8));
+//! assert!(waits.windows(2).all(|w| w[1] >= w[0] / 2));
+//! ```
 
 mod classify;
 mod kind;

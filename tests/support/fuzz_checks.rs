@@ -10,15 +10,13 @@ use std::collections::BTreeMap;
 use std::io::{self, BufReader, Read};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use oai_sse::chat::{Accumulator, Completion, response_from_completion_json};
 use oai_sse::retry::{
     Decision, RetryPolicy, Rng, Situation, Verdict, classify, decide, parse_http_date,
     server_delay, should_retry_header,
 };
 use oai_sse::sse::{self, EventReader, Item, Parser, ReadError, SseError};
-use oai_sse::{
-    Accumulator, ApiError, ChatResponse, Completion, Error, HttpError, StreamError, StreamEvent,
-    response_from_completion_json,
-};
+use oai_sse::{ApiError, ChatResponse, Error, HttpError, StreamError, StreamEvent};
 use serde_json::{Map, Value, json};
 
 #[path = "reference.rs"]

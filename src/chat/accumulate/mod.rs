@@ -253,7 +253,8 @@ impl Accumulator {
     /// # Examples
     ///
     /// ```
-    /// use oai_sse::{Accumulator, Completion, StreamEvent};
+    /// use oai_sse::StreamEvent;
+    /// use oai_sse::chat::{Accumulator, Completion};
     ///
     /// let mut acc = Accumulator::new(false);
     /// let chunk = r#"{"choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}"#;
