@@ -9,8 +9,12 @@ use std::fmt;
 use crate::wire::lenient::{arguments_text, null_default};
 
 /// Who wrote a message.
+///
+/// Read from server output, a role this version does not know is [`Role::Other`], not an
+/// error (servers and new API versions add roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Role {
     /// Instructions (older models).
     System,
@@ -22,6 +26,9 @@ pub enum Role {
     Tool,
     /// Instructions (newer OpenAI models).
     Developer,
+    /// A role this version does not know, read from a server (sent back as `"other"`).
+    #[serde(other)]
+    Other,
 }
 
 impl Role {
@@ -33,6 +40,7 @@ impl Role {
             Self::Assistant => "assistant",
             Self::Tool => "tool",
             Self::Developer => "developer",
+            Self::Other => "other",
         }
     }
 }
@@ -43,6 +51,7 @@ impl Role {
 /// `tool_calls` array (OpenAI rejects `[]` when the message is sent back).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "MessageWire")]
+#[non_exhaustive]
 pub struct Message {
     /// Author.
     pub role: Role,
@@ -295,6 +304,7 @@ fn function_type() -> String {
 
 /// A tool call made by the assistant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ToolCall {
     /// Call id; a `role: tool` message answers it through `tool_call_id`.
     #[serde(default, deserialize_with = "null_default")]
@@ -328,6 +338,7 @@ impl ToolCall {
 
 /// The function half of a [`ToolCall`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionCall {
     /// Function name.
     #[serde(default, deserialize_with = "null_default")]
@@ -340,6 +351,7 @@ pub struct FunctionCall {
 
 /// A tool the model may call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Tool {
     /// Always `"function"` today.
     #[serde(rename = "type", default = "function_type")]
@@ -350,6 +362,7 @@ pub struct Tool {
 
 /// A function declaration offered as a tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FunctionDef {
     /// Function name.
     pub name: String,
@@ -385,6 +398,18 @@ impl Tool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_role_this_version_does_not_know_is_read_as_other() {
+        let read: Message =
+            serde_json::from_str(r#"{"role":"model","content":"hi"}"#).expect("not an error");
+        assert_eq!((read.role, read.text()), (Role::Other, "hi"));
+        let known: Vec<Role> = ["system", "user", "assistant", "tool", "developer"]
+            .iter()
+            .map(|r| serde_json::from_value(serde_json::json!(r)).expect("a role"))
+            .collect();
+        assert!(!known.contains(&Role::Other));
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -15,6 +15,7 @@ use crate::wire::lenient::null_default;
 /// Token counts. Missing or `null` counts read as 0; other fields (`completion_tokens_details`,
 /// `prompt_tokens_details`, ...) are kept in `extra`, up to [`Usage::MAX_EXTRA_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct Usage {
     /// Tokens in the prompt.
     pub prompt_tokens: u64,
@@ -129,6 +130,7 @@ impl<'de> Deserialize<'de> for Usage {
 /// keys in OpenAI's order), plus a `"retries"` array (empty when the first attempt
 /// succeeded), `"stopped_by_caller": true` when so, and `"timings"`.
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[non_exhaustive]
 pub struct ChatResponse {
     /// Completion id.
     #[serde(default, deserialize_with = "null_default")]
@@ -167,6 +169,7 @@ pub struct ChatResponse {
 /// `predicted_ms`) with an `attempts` array beside them, so a llama.cpp completion's
 /// `timings` reads as [`Timings::server`].
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct Timings {
     /// One entry per attempt, in order.
     pub attempts: Vec<AttemptTimings>,
@@ -230,6 +233,7 @@ impl Timings {
 
 /// One attempt, timed from its start. Durations serialize as milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AttemptTimings {
     /// The attempt (1-based).
     pub attempt: u32,
@@ -254,6 +258,7 @@ pub struct AttemptTimings {
 
 /// The figures llama.cpp's server sends with its chunks (`timings`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ServerTimings {
     /// Prompt tokens evaluated (not taken from the cache).
     #[serde(default)]
@@ -311,6 +316,7 @@ mod millis_opt {
 
 /// One choice of a [`ChatResponse`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Choice {
     /// Choice index.
     #[serde(default, deserialize_with = "null_default")]

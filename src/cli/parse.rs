@@ -82,7 +82,8 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
             Item::Event(e) => Line::event(&e),
             Item::Retry(retry) => Line::Retry { retry },
             Item::Comment(comment) if comments => Line::Comment { comment },
-            Item::Comment(_) => continue,
+            // Comments without --comments, and items a later version adds.
+            _ => continue,
         };
         serde_json::to_writer(&mut out, &line).map_err(io::Error::from)?;
         out.write_all(b"\n")?;

@@ -138,6 +138,7 @@ impl std::error::Error for TransportError {
 
 /// Details of [`Error::AfterRetries`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AfterRetries {
     /// Attempts made.
     pub attempts: u32,

@@ -15,6 +15,7 @@ use super::capped::{Capped, KeyWithin};
 /// keeping at most a few KiB of it: an error object of megabytes costs no more memory than
 /// a small one.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
 pub struct ApiError {
     /// Human-readable message (or a cleaned-up snippet of a non-JSON body).
     pub message: String,

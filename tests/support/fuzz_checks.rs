@@ -1090,13 +1090,12 @@ pub fn retry_headers(data: &[u8]) {
         Some("insufficient_quota"),
         Some("rate_limit_exceeded"),
     ]);
+    let mut error = ApiError::default();
+    error.message = "m".into();
+    error.code = code.map(str::to_owned);
     let http = HttpError {
         status,
-        error: ApiError {
-            message: "m".into(),
-            code: code.map(str::to_owned),
-            ..ApiError::default()
-        },
+        error,
         retry_after,
         retry_after_ms,
         should_retry,

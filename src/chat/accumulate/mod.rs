@@ -56,6 +56,7 @@ impl Default for ChatLimits {
 /// Whether a streamed response is complete: what [`Accumulator::push_event`] says after
 /// each event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Completion {
     /// More events are expected.
     Pending,
@@ -908,7 +909,8 @@ fn parse_role(role: &str) -> Role {
         "user" => Role::User,
         "tool" => Role::Tool,
         "developer" => Role::Developer,
-        _ => Role::Assistant,
+        "assistant" => Role::Assistant,
+        _ => Role::Other,
     }
 }
 

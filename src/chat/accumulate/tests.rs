@@ -1308,3 +1308,24 @@ fn repeated_tool_call_ids_and_names_are_delivered_once() {
         ]
     );
 }
+
+#[test]
+fn streamed_roles_are_read_as_values_and_the_turn_to_send_back_is_the_assistants() {
+    for (role, want) in [
+        (None, Role::Assistant),
+        (Some("assistant"), Role::Assistant),
+        (Some("model"), Role::Other),
+    ] {
+        let delta = match role {
+            Some(role) => format!(r#"{{"role":"{role}","content":"hi"}}"#),
+            None => r#"{"content":"hi"}"#.to_owned(),
+        };
+        let first = format!(r#"{{"choices":[{{"index":0,"delta":{delta}}}]}}"#);
+        let last = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+        let run = run(false, &msgs(&[&first, last]));
+        assert!(run.error.is_none(), "{role:?}: {:?}", run.error);
+        let response = run.acc.finish().expect("complete");
+        assert_eq!(response.choices[0].message.role, want, "{role:?}");
+        assert_eq!(response.to_message().role, Role::Assistant, "{role:?}");
+    }
+}
