@@ -74,6 +74,23 @@ impl Flow for ControlFlow<()> {
 /// A streaming chat client for one OpenAI-compatible server. Build once, share freely:
 /// it is `Send + Sync`, cloning it is cheap, and clones share one connection pool.
 ///
+/// # Which call
+///
+/// Every call streams on the wire and recovers the same way; they differ in who drives the
+/// loop and where the events go:
+///
+/// | you want | call | with per-call options |
+/// |---|---|---|
+/// | the whole answer, nothing shown meanwhile | [`chat`](Self::chat) | [`chat_with`](Self::chat_with) (and a callback that ignores the events) |
+/// | the whole answer, each delta shown as it arrives | [`chat_stream`](Self::chat_stream) (a callback) | [`chat_with`](Self::chat_with) |
+/// | the events one at a time in your own loop (pull; borrowed events, no copy) | [`stream`](Self::stream) | [`stream_with`](Self::stream_with) |
+/// | the call on a thread of its own, owned events over a channel | [`chat_in_thread`](Self::chat_in_thread) | (takes them) |
+///
+/// Per-call options ([`CallOptions`]) are a cancel handle, a retry policy for this call, a
+/// retry hook and a jitter seed; the `_with` forms exist so the common calls stay one
+/// argument. The callback may return `()` or a [`ControlFlow`] (the [`Flow`] trait): `Break`
+/// stops the call and returns what arrived.
+///
 /// # Examples
 ///
 /// ```no_run
