@@ -21,6 +21,7 @@ mod dial;
 mod response;
 mod socket;
 mod tls;
+mod unversioned;
 
 pub(crate) use attempt::{AttemptIo, Limits, Phase};
 pub(crate) use response::{
@@ -36,9 +37,8 @@ use socket::{MarkConnected, SocketConnector};
 use std::io::{self, Read};
 use std::net::IpAddr;
 use std::sync::Arc;
+use unversioned::{ConnectProxyConnector, Connector, NextTimeout, ResolvedSocketAddrs, Resolver};
 use ureq::http::{HeaderMap, HeaderName, HeaderValue, Method};
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{ConnectProxyConnector, Connector, NextTimeout};
 
 /// How many times a request is sent again after stale pooled connections (one more than the
 /// connections the pool keeps per host: after that, the next is a fresh one).
@@ -164,7 +164,7 @@ impl Transport {
             ().chain(ConnectProxyConnector::default())
                 .chain(SocketConnector { dialer });
         #[cfg(feature = "tls")]
-        let connector = connector.chain(ureq::unversioned::transport::RustlsConnector::default());
+        let connector = connector.chain(unversioned::RustlsConnector::default());
         let connector = connector.chain(MarkConnected);
         let agent = ureq::Agent::with_parts(config.build(), connector, LazyResolver);
         Ok(Self { agent })

@@ -7,20 +7,20 @@
 //! or the call's deadline), so timeouts need no watchdog thread; and it binds itself to the
 //! attempt as its kill switch, so a cancel shuts this socket — only this one — down.
 //!
-//! ureq's connector API is semver-exempt (`ureq::unversioned`); Cargo.toml pins ureq's
-//! minor version for that reason.
+//! ureq's connector API is semver-exempt: see [`super::unversioned`] for why, the pin and
+//! what to check on a new minor.
 
 use super::attempt::{self, AttemptIo};
 use super::dial::{DialError, Dialer, Target};
+use super::unversioned::{
+    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
+};
 use crate::retry::FailureKind;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout, Transport,
-};
 
 /// Opens plain TCP sockets for ureq through the client's dialer.
 #[derive(Debug)]
