@@ -65,6 +65,7 @@ mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod redact;
+mod responses;
 pub mod retry;
 pub mod sse;
 mod wire;
@@ -83,6 +84,11 @@ pub use chat::{
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
+pub use responses::{
+    Input, InputItem, ItemKind, OutputItem, OwnedResponseEvent, ResponseEvent, ResponseLimits,
+    ResponseObject, ResponseStatus, ResponseTool, ResponseToolChoice, ResponseUsage,
+    ResponsesAccumulator, ResponsesRequest,
+};
 pub use retry::{FailureKind, RetryAction, RetryPolicy, RetryRecord};
 pub use sse::Limits as SseLimits;
 pub use wire::{ApiError, StreamError};
