@@ -72,7 +72,7 @@ mod wire;
 
 pub use call::{
     ChatStream, DelaySource, EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent,
-    Reconnect, RetryHook, RetryNotice, SourceEvent,
+    Reconnect, ResponsesStream, RetryHook, RetryNotice, SourceEvent,
 };
 pub use cancel::CancelHandle;
 pub use chat::{
