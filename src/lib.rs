@@ -66,13 +66,14 @@ mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod redact;
+mod responses;
 pub mod retry;
 pub mod sse;
 mod wire;
 
 pub use call::{
     ChatStream, DelaySource, EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent,
-    Reconnect, RetryHook, RetryNotice, SourceEvent,
+    Reconnect, ResponsesStream, RetryHook, RetryNotice, SourceEvent,
 };
 pub use cancel::CancelHandle;
 // The root holds what a caller of the main jobs names: the client, requests and messages,
@@ -85,6 +86,11 @@ pub use chat::{
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
+pub use responses::{
+    Input, InputItem, ItemKind, OutputItem, OwnedResponseEvent, ResponseEvent, ResponseLimits,
+    ResponseObject, ResponseStatus, ResponseTool, ResponseToolChoice, ResponseUsage,
+    ResponsesAccumulator, ResponsesRequest,
+};
 pub use retry::{FailureKind, RetryAction, RetryPolicy, RetryRecord};
 pub use sse::Limits as SseLimits;
 pub use wire::{ApiError, StreamError};

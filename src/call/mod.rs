@@ -25,6 +25,7 @@ mod events;
 mod protocol;
 mod recovery;
 mod replay;
+mod responses;
 mod shared;
 
 pub use attempts::{DelaySource, RetryHook, RetryNotice};
@@ -32,6 +33,7 @@ pub use chat::ChatStream;
 pub use events::{
     EventSource, EventSourceBuilder, OwnedEvent, OwnedSourceEvent, Reconnect, SourceEvent,
 };
+pub use responses::ResponsesStream;
 pub(crate) use shared::{Known, Shared, Urls};
 
 use crate::cancel::CancelHandle;

@@ -7,11 +7,14 @@ mod builder;
 
 pub use builder::{ApiKey, ClientBuilder, ProxyConfig};
 
-use crate::call::{ChatStream, EventSource, EventSourceBuilder, RetryHook, Setup, Shared};
+use crate::call::{
+    ChatStream, EventSource, EventSourceBuilder, ResponsesStream, RetryHook, Setup, Shared,
+};
 use crate::cancel::CancelHandle;
 use crate::chat::{ChatRequest, ChatResponse, OwnedStreamEvent, StreamEvent};
 use crate::error::Error;
 use crate::http::{AttemptIo, ERROR_BODY_TIME, Request};
+use crate::responses::{ResponseEvent, ResponseObject, ResponsesRequest};
 use crate::retry::RetryPolicy;
 use crate::wire::StreamError;
 use std::fmt;
@@ -264,6 +267,61 @@ impl Client {
         mut on_event: impl FnMut(&StreamEvent<'_>) -> R,
     ) -> Result<ChatResponse, Error> {
         let mut stream = self.stream_with(request, options.clone())?;
+        while let Some(event) = stream.next_event()? {
+            if on_event(&event).flow().is_break() {
+                return Ok(stream.stop());
+            }
+        }
+        stream.finish()
+    }
+
+    /// Starts a streamed Responses API call (`POST {base}/responses`) and returns it as a
+    /// pull-style [`ResponsesStream`]: nothing is sent until the first
+    /// [`ResponsesStream::next_event`]. Retried, resumed and restarted as a chat call is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the request does not serialize.
+    pub fn responses_stream(&self, request: &ResponsesRequest) -> Result<ResponsesStream, Error> {
+        self.responses_stream_with(request, CallOptions::default())
+    }
+
+    /// [`responses_stream`](Self::responses_stream) with per-call options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if the request does not serialize.
+    pub fn responses_stream_with(
+        &self,
+        request: &ResponsesRequest,
+        options: CallOptions,
+    ) -> Result<ResponsesStream, Error> {
+        ResponsesStream::new(Arc::clone(&self.inner), request, self.setup(options))
+    }
+
+    /// Sends a Responses API request (with `stream: true`) and returns the complete
+    /// response.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; transient failures are retried first.
+    pub fn responses(&self, request: &ResponsesRequest) -> Result<ResponseObject, Error> {
+        self.responses_with(request, &CallOptions::default(), |_| {})
+    }
+
+    /// Like [`responses`](Self::responses), handing each event to `on_event` as it arrives;
+    /// `Break(())` stops the call and returns what arrived so far.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`].
+    pub fn responses_with<R: Flow>(
+        &self,
+        request: &ResponsesRequest,
+        options: &CallOptions,
+        mut on_event: impl FnMut(&ResponseEvent<'_>) -> R,
+    ) -> Result<ResponseObject, Error> {
+        let mut stream = self.responses_stream_with(request, options.clone())?;
         while let Some(event) = stream.next_event()? {
             if on_event(&event).flow().is_break() {
                 return Ok(stream.stop());

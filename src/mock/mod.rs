@@ -12,6 +12,13 @@
 //!   pieces generated ([`MockServer::generated_tokens`] adds them up); `prompt_tokens` the
 //!   words of the messages. A request ending with an assistant message may be continued,
 //!   below.
+//! - `POST /v1/responses`: the same script as a Responses API reply — with `"stream": true`
+//!   the numbered `response.*` events OpenAI streams (reasoning, the message word by word,
+//!   function calls in ~8-byte argument pieces, then `response.completed` with the whole
+//!   response; `response.incomplete` for a finish reason `length`, `response.failed` for
+//!   `failed`), otherwise the response object ([`Script::responses_events`],
+//!   [`Script::response`]). Every fault applies as to chat (`no-done` drops the final
+//!   event), and a request with `X-Conversation-Id` is kept for replay the same way.
 //! - `GET /v1/stream?conv_id=ID&from=N`, `DELETE /v1/stream?conv_id=ID` and
 //!   `POST /v1/streams/lookup`: llama.cpp's stream replay, below (or the other shape of its
 //!   routes, [`ReplayRoutes`]).
@@ -160,6 +167,7 @@ mod feed;
 mod http;
 mod record;
 mod replies;
+mod responses;
 mod routes;
 mod script;
 mod session;
@@ -181,6 +189,7 @@ pub use fault::{Fault, FaultRule, FaultSpecError, PER_MILLION, Schedule, StatusF
 pub use feed::{FeedEnd, FeedSpec, FeedSpecError};
 pub use record::{MAX_RECORDED_REQUESTS, RecordedRequest};
 pub use replies::{ReplayRoutes, Replies};
+pub use responses::FAILED_MESSAGE;
 pub use script::{DEFAULT_MODEL, DEFAULT_REPLY, Script};
 pub use session::{DEFAULT_REPLAY_TTL, MAX_RING_BYTES, MAX_STREAM_SESSIONS};
 
@@ -551,6 +560,7 @@ fn read_request(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Route {
     Chat,
+    Responses,
     Models,
     Replay,
     StopReplay,
@@ -573,6 +583,7 @@ impl Route {
             .is_some_and(|id| !id.is_empty());
         match (method, path) {
             ("POST", "/chat/completions") => Self::Chat,
+            ("POST", "/responses") => Self::Responses,
             ("GET", "/models") => Self::Models,
             ("GET", "/stream") if query_shape => Self::Replay,
             ("DELETE", "/stream") if query_shape => Self::StopReplay,
@@ -587,7 +598,10 @@ impl Route {
 
     /// Whether responses of this route are numbered in the sequence faults are scheduled by.
     fn is_streamed(self) -> bool {
-        matches!(self, Self::Chat | Self::Replay | Self::Feed)
+        matches!(
+            self,
+            Self::Chat | Self::Responses | Self::Replay | Self::Feed
+        )
     }
 }
 
@@ -659,7 +673,8 @@ fn respond(
         dropped,
     };
     // A reply function needs the record; other routes hand it over.
-    let (number, record) = if route == Route::Chat && !dropped {
+    let generates = matches!(route, Route::Chat | Route::Responses);
+    let (number, record) = if generates && !dropped {
         (lock(&shared.requests).push(record.clone()), Some(record))
     } else {
         (lock(&shared.requests).push(record), None)
@@ -677,7 +692,8 @@ fn respond(
     };
     let n = streamed.unwrap_or(0);
     let keep = match (route, &record) {
-        (Route::Chat, Some(record)) => routes::chat(&ctx, n, record),
+        (Route::Chat, Some(record)) => routes::chat(&ctx, n, record, routes::Api::Chat),
+        (Route::Responses, Some(record)) => routes::chat(&ctx, n, record, routes::Api::Responses),
         (Route::Replay, _) => routes::replay(&ctx, n, head),
         (Route::StopReplay, _) => routes::stop_replay(&ctx, head),
         (Route::Lookup, _) => routes::lookup_sessions(&ctx, head, &lookup_body),

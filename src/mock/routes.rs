@@ -67,13 +67,28 @@ pub(super) fn unknown_route(w: &mut Wire, status: u16, head: &Head, close: bool)
     w.reply(status, super::wire::JSON, &[], body.as_bytes(), close)
 }
 
-/// `POST /v1/chat/completions`, streamed response number `n`.
-pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
+/// Which API a generating request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Api {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/responses`: the same script, faults and replay, as Responses events.
+    Responses,
+}
+
+/// `POST /v1/chat/completions` or `POST /v1/responses`, streamed response number `n`.
+pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest, api: Api) -> bool {
     let shared = ctx.shared;
-    shared.chat_requests.fetch_add(1, SeqCst);
+    if api == Api::Chat {
+        shared.chat_requests.fetch_add(1, SeqCst);
+    }
     let request = record.json.as_ref().filter(|j| j.is_object());
     let replies = &shared.replies;
-    let refusal = request.and_then(|r| replies.continuation.refusal(r));
+    // A response is not continued: no prefill, no refusal of one.
+    let chat = api == Api::Chat;
+    let refusal = request
+        .filter(|_| chat)
+        .and_then(|r| replies.continuation.refusal(r));
     // The script, its plan, and whether it generates a reply (not an error answer).
     let pick = |turn| {
         let script = replies.script(turn, record)?;
@@ -104,7 +119,9 @@ pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
     } else {
         script
     };
-    let prefill = request.and_then(|r| replies.continuation.prefill(r));
+    let prefill = request
+        .filter(|_| chat)
+        .and_then(|r| replies.continuation.prefill(r));
     if generates {
         // The whole reply counts, whatever a fault does to its bytes: the mock generates it at
         // once, as llama.cpp goes on generating a stream it keeps for replay.
@@ -120,6 +137,7 @@ pub(super) fn chat(ctx: &Ctx, n: u64, record: &RecordedRequest) -> bool {
             .filter(|id| !id.is_empty()),
         prefill,
         refusal,
+        api,
     };
     let mut w = ctx.wire(&plan);
     let sent = write_chat(&mut w, ctx, &turn);
@@ -138,6 +156,17 @@ struct Turn<'a> {
     prefill: Option<Prefill<'a>>,
     /// Why the request is refused with a 400 instead of a reply.
     refusal: Option<&'static str>,
+    api: Api,
+}
+
+impl<'a> Turn<'a> {
+    /// The streamed body's pieces under the plan's body faults.
+    fn pieces(&self, request: &'a Value) -> Box<dyn Iterator<Item = super::wire::Piece> + 'a> {
+        match self.api {
+            Api::Chat => Box::new(self.script.pieces(request, self.plan, self.prefill)),
+            Api::Responses => Box::new(self.script.response_pieces(request, self.plan).into_iter()),
+        }
+    }
 }
 
 /// Writes the chat response; `Ok(false)` when the connection must end afterwards.
@@ -150,6 +179,7 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         conv_id,
         prefill,
         refusal,
+        ..
     } = *turn;
     let streaming = request.is_some_and(|r| r.get("stream") == Some(&Value::Bool(true)));
     if let (Some(request), true, None, None, Some(id), None) = (
@@ -166,10 +196,7 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         // sent and survives whatever happens to this connection.
         let ring = plan.ring.unwrap_or(MAX_RING_BYTES).min(MAX_RING_BYTES);
         let mut tail = Tail::new(ring);
-        for piece in script
-            .pieces(request, plan, prefill)
-            .filter(|_| !plan.empty)
-        {
+        for piece in turn.pieces(request).filter(|_| !plan.empty) {
             tail.push(piece.data.as_bytes());
         }
         lock(&ctx.shared.sessions).insert(id, tail.finish(), Instant::now());
@@ -196,7 +223,11 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         return Ok(true);
     }
     if !streaming {
-        let body = script.completion_with(request, prefill).to_string();
+        let body = match turn.api {
+            Api::Chat => script.completion_with(request, prefill),
+            Api::Responses => script.response(request),
+        }
+        .to_string();
         w.reply(200, super::wire::JSON, &[], body.as_bytes(), close)?;
         return Ok(true);
     }
@@ -205,7 +236,7 @@ fn write_chat(w: &mut Wire, ctx: &Ctx, turn: &Turn) -> io::Result<bool> {
         w.last_chunk()?;
         return Ok(true);
     }
-    w.pieces(script.pieces(request, plan, prefill))?;
+    w.pieces(turn.pieces(request))?;
     if let Some(d) = plan.hold {
         w.pause(d)?;
         w.last_chunk()?;

@@ -13,7 +13,7 @@ pub const DEFAULT_REPLY: &str = "Hello from the oai-sse mock server.";
 /// The model [`Script::default`] lists and answers as when a request names none.
 pub const DEFAULT_MODEL: &str = "mock-model";
 /// Fixed so that rendered streams are byte-for-byte reproducible.
-const CREATED: u64 = 1_700_000_000;
+pub(super) const CREATED: u64 = 1_700_000_000;
 const ID: &str = "chatcmpl-mock";
 /// Tool-call arguments are streamed in pieces of about this many bytes.
 const ARG_PIECE: usize = 8;
@@ -99,6 +99,16 @@ impl Script {
     pub fn fault(mut self, fault: impl Into<FaultRule>) -> Self {
         self.faults.push(fault.into());
         self
+    }
+
+    /// The reasoning text, if set.
+    pub(super) fn reasoning_text(&self) -> Option<&str> {
+        self.reasoning.as_deref()
+    }
+
+    /// The tool calls: `(name, arguments)`.
+    pub(super) fn tool_calls(&self) -> &[(String, String)] {
+        &self.tool_calls
     }
 
     pub(super) fn model_name(&self) -> &str {
@@ -202,7 +212,7 @@ impl Script {
 
     /// The uncut reply text's content pieces: one word (with its leading whitespace) each,
     /// repeated [`Script::repeat`] times with a space between repetitions.
-    fn content_pieces(&self) -> impl Iterator<Item = String> + '_ {
+    pub(super) fn content_pieces(&self) -> impl Iterator<Item = String> + '_ {
         (0..self.repeat).flat_map(move |i| {
             words(self.content())
                 .enumerate()
@@ -311,12 +321,12 @@ impl Script {
         s
     }
 
-    fn model_for(&self, request: &Value) -> String {
+    pub(super) fn model_for(&self, request: &Value) -> String {
         let model = request.get("model").and_then(Value::as_str);
         model.unwrap_or(&self.model).to_owned()
     }
 
-    fn finish(&self) -> &str {
+    pub(super) fn finish(&self) -> &str {
         match &self.finish_reason {
             Some(r) => r,
             None if self.tool_calls.is_empty() => "stop",
@@ -354,12 +364,12 @@ fn chunk(model: &str, delta: Value, finish_reason: Option<&str>) -> Value {
                         "finish_reason": finish_reason}]})
 }
 
-fn call_id(i: usize) -> String {
+pub(super) fn call_id(i: usize) -> String {
     format!("call_mock_{i}")
 }
 
 /// Splits text into words that keep their leading whitespace: "Hello world" → "Hello", " world".
-fn words(s: &str) -> impl Iterator<Item = &str> {
+pub(super) fn words(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = s;
     std::iter::from_fn(move || {
         let start = rest.len() - rest.trim_start().len();
@@ -374,7 +384,7 @@ fn words(s: &str) -> impl Iterator<Item = &str> {
 }
 
 /// Splits text into pieces of about [`ARG_PIECE`] bytes, on character boundaries.
-fn pieces(s: &str) -> impl Iterator<Item = &str> {
+pub(super) fn pieces(s: &str) -> impl Iterator<Item = &str> {
     let mut rest = s;
     std::iter::from_fn(move || {
         let end = (ARG_PIECE..=rest.len())

@@ -75,6 +75,14 @@ pub enum StreamError {
         /// The limit.
         limit: u32,
     },
+    /// A Responses stream has more output items than
+    /// [`ResponseLimits::max_output_items`](crate::ResponseLimits::max_output_items). Raise
+    /// the limit.
+    #[error("more than {limit} output items")]
+    TooManyOutputItems {
+        /// The limit.
+        limit: usize,
+    },
     /// The aggregated text exceeds [`ChatLimits::max_response_bytes`](crate::chat::ChatLimits::max_response_bytes). Lower `max_tokens` or raise
     /// the limit.
     #[error("response larger than {limit} bytes")]
@@ -110,6 +118,7 @@ impl StreamError {
             Self::ToolCallArgumentsCutByLength { .. } => FailureKind::ToolCallArgumentsCutByLength,
             Self::TooManyChoices { .. }
             | Self::TooManyToolCalls { .. }
+            | Self::TooManyOutputItems { .. }
             | Self::ResponseTooLarge { .. } => FailureKind::LimitExceeded,
         }
     }
