@@ -66,7 +66,7 @@ mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod redact;
-mod responses;
+pub mod responses;
 pub mod retry;
 pub mod sse;
 mod wire;
@@ -78,7 +78,8 @@ pub use call::{
 pub use cancel::CancelHandle;
 // The root holds what a caller of the main jobs names: the client, requests and messages,
 // events, the response, errors. The building blocks for other uses stay in their modules:
-// `chat` (the sans-IO accumulator and borrowed chunk views), `sse`, `retry`, `redact`.
+// `chat` (the sans-IO accumulator and borrowed chunk views), `responses`, `sse`, `retry`,
+// `redact`.
 pub use chat::{
     AttemptTimings, ChatLimits, ChatRequest, ChatResponse, Choice, Content, ContentPart,
     FunctionCall, FunctionDef, ImageUrl, Message, OwnedStreamEvent, ResponseFormat, Role,
@@ -86,11 +87,9 @@ pub use chat::{
 };
 pub use client::{ApiKey, CallOptions, ChatThread, Client, ClientBuilder, Flow, ProxyConfig};
 pub use error::{AfterRetries, Error, HttpError, TransportError};
-pub use responses::{
-    Input, InputItem, ItemKind, OutputItem, OwnedResponseEvent, ResponseEvent, ResponseLimits,
-    ResponseObject, ResponseStatus, ResponseTool, ResponseToolChoice, ResponseUsage,
-    ResponsesAccumulator, ResponsesRequest,
-};
+// The Responses API's request, answer and events; its items, tools and accumulator are in
+// `responses`.
+pub use responses::{OwnedResponseEvent, ResponseEvent, ResponseObject, ResponsesRequest};
 pub use retry::{FailureKind, RetryAction, RetryPolicy, RetryRecord};
 pub use sse::Limits as SseLimits;
 pub use wire::{ApiError, StreamError};

@@ -5,10 +5,11 @@
 #![cfg(feature = "mock")]
 
 use oai_sse::mock::{FAILED_MESSAGE, FaultRule, MockServer, Script};
+use oai_sse::responses::{ResponseStatus, ResponseTool, ResponsesAccumulator};
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{
     CallOptions, Client, Error, FailureKind, OwnedResponseEvent, ProxyConfig, ResponseEvent,
-    ResponseObject, ResponseStatus, ResponseTool, ResponsesRequest, RetryAction,
+    ResponseObject, ResponsesRequest, RetryAction,
 };
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -90,7 +91,7 @@ fn mock_essence(script: &Script) -> Value {
     let mock = script.response(&request_json());
     let ours: ResponseObject = {
         // The mock's object read back through a stream of its final event alone.
-        let mut acc = oai_sse::ResponsesAccumulator::new();
+        let mut acc = ResponsesAccumulator::new();
         let event = json!({"type": "response.completed", "response": mock}).to_string();
         acc.push_event("", &event).expect("final event");
         acc.finish().expect("complete")

@@ -116,7 +116,9 @@ struct ItemAcc {
 /// # Examples
 ///
 /// ```
-/// use oai_sse::{Completion, ResponseEvent, ResponsesAccumulator};
+/// use oai_sse::ResponseEvent;
+/// use oai_sse::chat::Completion;
+/// use oai_sse::responses::ResponsesAccumulator;
 ///
 /// let mut acc = ResponsesAccumulator::new();
 /// let mut text = String::new();

@@ -87,7 +87,7 @@ pub enum OutputItem {
         /// The item id (may be empty: llama.cpp sends none).
         id: String,
         /// The id the function's output refers to
-        /// ([`InputItem::function_call_output`](crate::InputItem::function_call_output)).
+        /// ([`InputItem::function_call_output`](crate::responses::InputItem::function_call_output)).
         call_id: String,
         /// The function.
         name: String,

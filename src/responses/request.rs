@@ -14,7 +14,8 @@ use super::object::OutputItem;
 /// # Examples
 ///
 /// ```
-/// use oai_sse::{ResponseTool, ResponsesRequest};
+/// use oai_sse::ResponsesRequest;
+/// use oai_sse::responses::ResponseTool;
 /// use serde_json::json;
 ///
 /// let request = ResponsesRequest::new("mock-model", "What is the weather in Paris?")

@@ -76,7 +76,7 @@ pub enum StreamError {
         limit: u32,
     },
     /// A Responses stream has more output items than
-    /// [`ResponseLimits::max_output_items`](crate::ResponseLimits::max_output_items). Raise
+    /// [`ResponseLimits::max_output_items`](crate::responses::ResponseLimits::max_output_items). Raise
     /// the limit.
     #[error("more than {limit} output items")]
     TooManyOutputItems {
