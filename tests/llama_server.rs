@@ -13,7 +13,7 @@ use llama::{Cut, CutAt, Fault, FaultProxy, Outcome, Shared};
 use oai_sse::retry::RetryPolicy;
 use oai_sse::{
     CallOptions, CancelHandle, ChatRequest, Client, ClientBuilder, Error, FailureKind, Message,
-    ProxyConfig, RetryAction, StreamEvent,
+    ProxyConfig, ResponseEvent, ResponsesRequest, RetryAction, StreamEvent,
 };
 use serde_json::{Value, json};
 use std::io::{ErrorKind, Read, Write};
@@ -1318,6 +1318,106 @@ fn llama_resume_through_a_reframing_gateway_is_verified_not_spliced() {
                 RetryAction::Continued | RetryAction::Restarted
             ),
             "{what}: {retry:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The Responses API on the real server
+// ---------------------------------------------------------------------------------------------
+
+const RESPONSES: &str = "/v1/responses";
+
+/// The chat reference's request as a Responses request (greedy, no prompt cache).
+fn responses_request() -> ResponsesRequest {
+    ResponsesRequest::new("smollm2", PROMPT)
+        .temperature(0.0)
+        .max_output_tokens(MAX_TOKENS)
+        .extra("cache_prompt", json!(false))
+}
+
+/// llama.cpp's `/v1/responses` streamed through the client gives the text of its own
+/// non-streamed answer (read raw), which is the chat reference's text: the same
+/// conversation under the same template.
+#[test]
+fn llama_responses_stream_gives_the_non_streamed_answer() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    let mut body = serde_json::to_value(responses_request()).expect("request JSON");
+    body["stream"] = json!(false);
+    let raw = http::call(
+        llama.addr(),
+        "POST",
+        RESPONSES,
+        &[("Content-Type", "application/json")],
+        &serde_json::to_vec(&body).expect("body"),
+        Duration::from_secs(180),
+    );
+    assert_eq!(raw.status(), Some(200), "{}", raw.text());
+    let whole: Value = serde_json::from_slice(&raw.body).expect("a response object");
+    let whole_text: String = whole["output"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| item["type"] == "message")
+        .flat_map(|item| item["content"].as_array().cloned().unwrap_or_default())
+        .filter_map(|part| part["text"].as_str().map(str::to_owned))
+        .collect();
+    let mut shown = String::new();
+    let response = client(&llama.base_url())
+        .responses_with(&responses_request(), &CallOptions::default(), |event| {
+            if let ResponseEvent::Text { text, .. } = event {
+                shown.push_str(text);
+            }
+        })
+        .expect("streamed response");
+    assert_eq!(response.output_text(), whole_text);
+    assert_eq!(shown, whole_text);
+    assert_eq!(whole_text, reference.text, "the chat answer");
+    assert!(response.retries.is_empty(), "{:?}", response.retries);
+}
+
+/// A Responses stream cut mid-way is resumed from llama.cpp's replay (the same buffer chat
+/// uses): the uncut text, shown once, one POST, one generation's tokens.
+#[test]
+fn llama_responses_cut_mid_stream_is_resumed_with_one_generation() {
+    let Some(llama) = llama::shared() else { return };
+    let reference = reference(&llama);
+    for (at, cut) in [
+        (CutAt::BodyByte(1500), Cut::Fin),
+        (CutAt::BodyByte(3000), Cut::Rst),
+    ] {
+        let what = format!("{cut:?} at {at:?}");
+        let proxy = FaultProxy::start(llama.addr());
+        proxy.add_fault(Fault::new("POST", RESPONSES).at(at).cut(cut));
+        let before = llama.metrics();
+        let mut shown = String::new();
+        let response = client(&proxy.base_url())
+            .responses_with(
+                &responses_request(),
+                &CallOptions::default(),
+                |event| match event {
+                    ResponseEvent::Text { text, .. } => shown.push_str(text),
+                    ResponseEvent::Restart { .. } => panic!("{what}: restarted"),
+                    _ => {}
+                },
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let after = llama.wait_idle(llama::server::IDLE_TIMEOUT);
+        assert_eq!(response.output_text(), reference.text, "{what}");
+        assert_eq!(shown, reference.text, "{what}");
+        assert_eq!(proxy.count("POST", RESPONSES), 1, "{what}");
+        assert_eq!(proxy.cuts().len(), 1, "{what}: the cut happened");
+        assert_eq!(
+            after.tokens_predicted() - before.tokens_predicted(),
+            reference.tokens,
+            "{what}: tokens generated"
+        );
+        assert_eq!(response.retries.len(), 1, "{what}: {:?}", response.retries);
+        assert!(
+            matches!(response.retries[0].action, RetryAction::Resumed { .. }),
+            "{what}: {:?}",
+            response.retries
         );
     }
 }
