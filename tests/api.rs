@@ -18,12 +18,10 @@ fn request() -> ChatRequest {
 }
 
 fn fast() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(5),
-        max_delay: Duration::from_millis(20),
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(Duration::from_millis(5))
+        .max_delay(Duration::from_millis(20))
+        .jitter(0.0)
 }
 
 fn client(base_url: &str) -> Client {

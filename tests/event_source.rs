@@ -39,12 +39,10 @@ fn client() -> Client {
 
 /// Reconnects at once, as often as needed in a row.
 fn eager() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 5,
-        initial_delay: Duration::ZERO,
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .max_retries(5)
+        .initial_delay(Duration::ZERO)
+        .jitter(0.0)
 }
 
 fn feed_url(server: &MockServer, query: &str) -> String {
@@ -233,10 +231,7 @@ fn a_cut_on_every_response_still_delivers_everything_as_the_budget_renews() {
     // Each response is cut after ~4 events: 13 reconnects for 50 events, with a budget of
     // one reconnect in a row. A connection that delivered something renews the budget.
     let server = server(&["close-after=300"]);
-    let policy = RetryPolicy {
-        max_retries: 1,
-        ..eager()
-    };
+    let policy = eager().max_retries(1);
     let source = client()
         .events(feed_url(&server, "count=50&end=204"))
         .retry_policy(policy)
@@ -254,11 +249,9 @@ fn retry_field_sets_the_next_wait_and_the_backoff_follows() {
     // Response 1: three events after `retry: 300`, then a clean end; response 2: a 503;
     // response 3: the 204 for a client that has everything.
     let server = server(&["status=503,after=1,times=1"]);
-    let policy = RetryPolicy {
-        initial_delay: Duration::from_millis(400),
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    };
+    let policy = RetryPolicy::default()
+        .initial_delay(Duration::from_millis(400))
+        .jitter(0.0);
     let mut source = client()
         .events(feed_url(&server, "count=3&retry=300&end=204"))
         .retry_policy(policy)
@@ -642,10 +635,7 @@ fn cancel_ends_a_blocked_read_and_a_wait_between_reconnects() {
 #[test]
 fn the_budget_runs_out_on_failures_in_a_row() {
     let server = server(&["status=502"]);
-    let policy = RetryPolicy {
-        max_retries: 2,
-        ..eager()
-    };
+    let policy = eager().max_retries(2);
     let seen = read_all(
         client()
             .events(feed_url(&server, "count=1"))
@@ -674,13 +664,11 @@ fn a_refused_connection_is_waited_out() {
         std::thread::sleep(Duration::from_millis(300));
         MockServer::start_on(addr, Script::new()).expect("same port")
     });
-    let policy = RetryPolicy {
-        initial_delay: Duration::from_millis(50),
-        max_delay: Duration::from_millis(100),
+    let policy = RetryPolicy::default()
+        .initial_delay(Duration::from_millis(50))
+        .max_delay(Duration::from_millis(100))
         // Nothing answered there yet: a feed being started is waited for when asked.
-        wait_for_unseen_server: true,
-        ..RetryPolicy::default()
-    };
+        .wait_for_unseen_server(true);
     let seen = read_all(
         client()
             .events(format!("http://{addr}/v1/events?count=2&end=204"))
@@ -759,10 +747,7 @@ fn feeds_that_deliver_no_event_spend_the_budget_at_a_bounded_rate() {
         ": only a comment\n\n",
     ] {
         let server = answering_every_connection(move |_| body.to_owned());
-        let policy = RetryPolicy {
-            max_retries: 3,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy::default().max_retries(3);
         let started = Instant::now();
         let seen = read_all(
             client()

@@ -129,12 +129,12 @@ fn client(server: &common::SeqServer) -> Client {
     Client::builder()
         .base_url(server.base_url())
         .proxy(ProxyConfig::None)
-        .retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            jitter: 0.0,
-            ..RetryPolicy::default()
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .initial_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(50))
+                .jitter(0.0),
+        )
         .first_byte_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(5))
         .build()

@@ -23,13 +23,11 @@ fn ms(n: u64) -> Duration {
 
 /// Fast, jitter-free retries (so a wrongly retried failure shows as a second request).
 fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: ms(10),
-        max_delay: ms(20),
-        jitter: 0.0,
-        resume: false,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(ms(10))
+        .max_delay(ms(20))
+        .jitter(0.0)
+        .resume(false)
 }
 
 fn builder(base_url: &str) -> ClientBuilder {
@@ -359,10 +357,7 @@ fn a_mistyped_port_fails_after_max_retries_not_after_the_wait_budget() {
     let client = Client::builder()
         .base_url(format!("http://127.0.0.1:{}/v1", closed_port()))
         .proxy(ProxyConfig::None)
-        .retry_policy(RetryPolicy {
-            max_retries: 1,
-            ..RetryPolicy::default()
-        })
+        .retry_policy(RetryPolicy::default().max_retries(1))
         .build()
         .expect("client");
     let (options, notices) = noting_retries();
@@ -401,10 +396,7 @@ fn a_server_that_listed_its_models_and_went_away_is_waited_for() {
         );
     });
     let client = builder(&format!("http://127.0.0.1:{port}/v1"))
-        .retry_policy(RetryPolicy {
-            max_retries: 1,
-            ..fast_policy()
-        })
+        .retry_policy(fast_policy().max_retries(1))
         .build()
         .expect("client");
     assert_eq!(client.models().expect("listed"), ["m"]);
@@ -454,12 +446,7 @@ fn a_server_loading_its_model_is_waited_for_past_the_retry_count() {
                 send(stream, &sse_response(&answer_body()));
             }
         },
-        |b| {
-            b.retry_policy(RetryPolicy {
-                max_retries: 2,
-                ..fast_policy()
-            })
-        },
+        |b| b.retry_policy(fast_policy().max_retries(2)),
     );
     let response = result.expect("served once loaded");
     assert_eq!(response.content(), "Hi");
@@ -480,15 +467,15 @@ fn a_server_down_past_the_budget_gives_up_with_the_history() {
         l.local_addr().expect("addr").port()
     };
     let client = builder(&format!("http://127.0.0.1:{port}/v1"))
-        .retry_policy(RetryPolicy {
-            initial_delay: ms(50),
-            max_delay: ms(200),
-            max_wait_for_server: Some(Duration::from_secs(1)),
-            // Nothing ever answered here: waited for only when asked to (a server being
-            // started beside the client).
-            wait_for_unseen_server: true,
-            ..fast_policy()
-        })
+        .retry_policy(
+            fast_policy()
+                .initial_delay(ms(50))
+                .max_delay(ms(200))
+                .max_wait_for_server(Some(Duration::from_secs(1)))
+                // Nothing ever answered here: waited for only when asked to (a server being
+                // started beside the client).
+                .wait_for_unseen_server(true),
+        )
         .build()
         .expect("client");
     let started = Instant::now();
@@ -632,10 +619,7 @@ fn servers_echoing_credentials_and_escapes_are_redacted() {
         let client = builder(&base)
             .api_key(KEY)
             .header("api-key", HEADER_SECRET)
-            .retry_policy(RetryPolicy {
-                max_retries: 1,
-                ..fast_policy()
-            })
+            .retry_policy(fast_policy().max_retries(1))
             .build()
             .expect("client");
         let options = CallOptions {
@@ -714,10 +698,7 @@ fn a_proxy_echoing_its_password_is_redacted() {
             "http://bob:{PROXY_PASSWORD}@{}",
             proxy.addr
         )))
-        .retry_policy(RetryPolicy {
-            max_retries: 1,
-            ..fast_policy()
-        })
+        .retry_policy(fast_policy().max_retries(1))
         .build()
         .expect("client");
     let err = client.chat(&request()).expect_err("400");
@@ -918,10 +899,7 @@ fn the_conversation_id_never_appears_in_logs_or_results() {
     let server =
         MockServer::start(Replies::from(Script::new().text(text)).fault(rule)).expect("mock");
     let client = builder(&server.base_url())
-        .retry_policy(RetryPolicy {
-            resume: true,
-            ..fast_policy()
-        })
+        .retry_policy(fast_policy().resume(true))
         .build()
         .expect("client");
     // A resumed call (GET of the replay route), then one stopped early (DELETE).

@@ -662,12 +662,12 @@ fn client_builder(base_url: &str) -> ClientBuilder {
     Client::builder()
         .base_url(base_url)
         .proxy(ProxyConfig::None)
-        .retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            jitter: 0.0,
-            ..RetryPolicy::default()
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .initial_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(50))
+                .jitter(0.0),
+        )
         .connect_timeout(Duration::from_secs(10))
         // The server sends its head only with the first token; a starved machine is slow.
         .first_byte_timeout(Duration::from_secs(180))

@@ -38,12 +38,10 @@ fn request() -> ResponsesRequest {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::ZERO,
-        max_delay: Duration::from_millis(20),
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(Duration::ZERO)
+        .max_delay(Duration::from_millis(20))
+        .jitter(0.0)
 }
 
 fn client(server: &MockServer) -> Client {

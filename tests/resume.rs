@@ -34,12 +34,10 @@ fn request() -> ChatRequest {
 
 /// Jitter-free, short backoff; resume on (the default).
 fn policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(50),
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(Duration::from_millis(10))
+        .max_delay(Duration::from_millis(50))
+        .jitter(0.0)
 }
 
 fn client(server: &MockServer) -> Client {
@@ -116,10 +114,7 @@ fn fin_at_every_byte_offset_resumes_with_one_generation() {
                     )
                     .expect("mock");
                     // No wait before the resume: the sweep makes thousands of them.
-                    let quick = RetryPolicy {
-                        initial_delay: Duration::ZERO,
-                        ..policy()
-                    };
+                    let quick = policy().initial_delay(Duration::ZERO);
                     let (result, events) = run(&client_with(&server, quick));
                     let response = result.unwrap_or_else(|e| panic!("cut at {n}: {e:?}"));
                     assert_eq!(without_retries(&response), *clean, "cut at {n}");
@@ -179,12 +174,10 @@ fn resets_mid_stream_and_before_the_first_body_byte_resume_from_the_right_offset
 fn the_first_resume_waits_at_most_100_ms_later_ones_back_off() {
     // The POST and the first replay are both cut: two resumes.
     let server = MockServer::start(script().fault(fault("close-after=600,times=2"))).expect("mock");
-    let slow = RetryPolicy {
-        initial_delay: Duration::from_millis(400),
-        max_delay: Duration::from_secs(2),
-        jitter: 0.0,
-        ..RetryPolicy::default()
-    };
+    let slow = RetryPolicy::default()
+        .initial_delay(Duration::from_millis(400))
+        .max_delay(Duration::from_secs(2))
+        .jitter(0.0);
     let (result, _) = run(&client_with(&server, slow));
     let response = result.expect("recovered");
     assert_eq!(response.content(), REPLY);
@@ -221,13 +214,7 @@ fn every_post_carries_a_fresh_conversation_id_unless_resume_is_off() {
     }
 
     let server = MockServer::start(script().fault(fault("close-after=700,times=1"))).expect("mock");
-    let off = client_with(
-        &server,
-        RetryPolicy {
-            resume: false,
-            ..policy()
-        },
-    );
+    let off = client_with(&server, policy().resume(false));
     let (result, events) = run(&off);
     let response = result.expect("restarted");
     assert!(
@@ -443,13 +430,7 @@ fn cancel_stop_and_giving_up_tell_the_server_to_stop() {
 
     // Giving up: every response is cut and no retry is left.
     let server = MockServer::start(script().fault(fault("close-after=700"))).expect("mock");
-    let client = client_with(
-        &server,
-        RetryPolicy {
-            max_retries: 1,
-            ..policy()
-        },
-    );
+    let client = client_with(&server, policy().max_retries(1));
     let err = run(&client).0.expect_err("gave up");
     assert_eq!(err.retries().len(), 1);
     assert_eq!(server.deleted_streams().len(), 1);
@@ -634,8 +615,5 @@ fn no_delete_for_a_stream_that_never_started() {
 }
 
 fn without_retries_policy() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 0,
-        ..policy()
-    }
+    policy().max_retries(0)
 }

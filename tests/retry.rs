@@ -23,13 +23,11 @@ fn ms(n: u64) -> Duration {
 
 /// Short, jitter-free backoff: 10 ms, 20 ms, 40 ms, 50 ms, ...; restart, not resume.
 fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: ms(10),
-        max_delay: ms(50),
-        jitter: 0.0,
-        resume: false,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(ms(10))
+        .max_delay(ms(50))
+        .jitter(0.0)
+        .resume(false)
 }
 
 fn client_with(base_url: &str, policy: RetryPolicy) -> Client {
@@ -311,12 +309,10 @@ impl Sweep {
             }
         });
         // No wait between attempts: thousands of runs must stay fast.
-        let policy = RetryPolicy {
-            max_retries: 1,
-            initial_delay: Duration::ZERO,
-            jitter: 0.0,
-            ..fast_policy()
-        };
+        let policy = fast_policy()
+            .max_retries(1)
+            .initial_delay(Duration::ZERO)
+            .jitter(0.0);
         let client = client_with(&server.base_url(), policy);
         Self {
             server,
@@ -660,11 +656,7 @@ fn refused_first_attempt_then_server_comes_up() {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
         serve_on(listener, 1, |_, stream, _| send(stream, &answer()))
     });
-    let policy = RetryPolicy {
-        initial_delay: ms(300),
-        max_delay: ms(300),
-        ..fast_policy()
-    };
+    let policy = fast_policy().initial_delay(ms(300)).max_delay(ms(300));
     let client = client_with(&format!("http://127.0.0.1:{port}/v1"), policy);
     let (result, events) = call(&client, &request(), &options);
     let server = starter.join().unwrap();
@@ -799,10 +791,7 @@ fn server_wait_above_max_retry_after_is_returned_not_retried() {
     for (header, value, want) in table {
         let response = http_response("429 Too Many Requests", &[(header, value)], "");
         let server = first_then_answer(2, response);
-        let policy = RetryPolicy {
-            max_retry_after: Duration::from_secs(30),
-            ..fast_policy()
-        };
+        let policy = fast_policy().max_retry_after(Duration::from_secs(30));
         let (result, _) = call(
             &client_with(&server.base_url(), policy),
             &request(),
@@ -1032,14 +1021,12 @@ fn every_attempt_fails_retries_exhausted() {
     let hel = content("Hel");
     let cut = full.len() - answer_body().len() + hel.len();
     let server = serve(4, move |_, stream, _| send(stream, &full[..cut]));
-    let policy = RetryPolicy {
-        max_retries: 3,
-        initial_delay: ms(10),
-        factor: 2.0,
-        max_delay: ms(50),
-        jitter: 0.5,
-        ..fast_policy()
-    };
+    let policy = fast_policy()
+        .max_retries(3)
+        .initial_delay(ms(10))
+        .factor(2.0)
+        .max_delay(ms(50))
+        .jitter(0.5);
     let seed = 7;
     let mut rng = Rng::seeded(seed);
     let delays: Vec<u64> = (1..=3)
@@ -1090,22 +1077,17 @@ fn every_attempt_fails_retries_exhausted() {
 #[test]
 fn max_elapsed_and_deadline_stop_retrying_early() {
     // Waits of 100, 200, 400 ms...: after attempt 2 the next wait would end past 250 ms.
-    let policy = RetryPolicy {
-        max_retries: 10,
-        initial_delay: ms(100),
-        factor: 2.0,
-        max_delay: Duration::from_secs(1),
-        jitter: 0.0,
-        ..fast_policy()
-    };
+    let policy = fast_policy()
+        .max_retries(10)
+        .initial_delay(ms(100))
+        .factor(2.0)
+        .max_delay(Duration::from_secs(1))
+        .jitter(0.0);
     let budget = ms(250);
     let table = [
         (
             "max_elapsed",
-            RetryPolicy {
-                max_elapsed: Some(budget),
-                ..policy.clone()
-            },
+            policy.clone().max_elapsed(Some(budget)),
             None,
         ),
         ("deadline", policy, Some(budget)),
@@ -1149,10 +1131,7 @@ fn cancel_during_backoff_returns_at_once() {
         2,
         http_response("503 Service Unavailable", &[], "try later"),
     );
-    let policy = RetryPolicy {
-        initial_delay: Duration::from_secs(5),
-        ..fast_policy()
-    };
+    let policy = fast_policy().initial_delay(Duration::from_secs(5));
     let client = client_with(&server.base_url(), policy);
     let cancel = CancelHandle::new();
     let (options, retries) = signalling_retries();
@@ -1296,10 +1275,7 @@ fn restart_events_and_retry_after_output() {
         let server = first_then_answer(2, case.first);
         // The client retries after output; the per-call policy may say otherwise.
         let options = CallOptions {
-            retry: Some(RetryPolicy {
-                retry_after_output: case.retry_after_output,
-                ..fast_policy()
-            }),
+            retry: Some(fast_policy().retry_after_output(case.retry_after_output)),
             ..CallOptions::default()
         };
         let (result, events) = call(&client(&server.base_url()), &request(), &options);

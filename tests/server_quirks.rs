@@ -397,13 +397,13 @@ fn run(quirk: &Quirk) {
     let builder = Client::builder()
         .base_url(server.base_url())
         .proxy(ProxyConfig::None)
-        .retry_policy(RetryPolicy {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(20),
-            jitter: 0.0,
-            resume: false,
-            ..RetryPolicy::default()
-        })
+        .retry_policy(
+            RetryPolicy::default()
+                .initial_delay(Duration::from_millis(10))
+                .max_delay(Duration::from_millis(20))
+                .jitter(0.0)
+                .resume(false),
+        )
         .first_byte_timeout(Duration::from_secs(10))
         .idle_timeout(Duration::from_secs(10));
     let client = (quirk.client)(builder).build().expect("client");

@@ -32,13 +32,11 @@ fn ms(n: u64) -> Duration {
 /// Short, jitter-free backoff; restart, not resume (so no `DELETE` muddies the connection
 /// counts).
 fn fast_policy() -> RetryPolicy {
-    RetryPolicy {
-        initial_delay: ms(10),
-        max_delay: ms(50),
-        jitter: 0.0,
-        resume: false,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .initial_delay(ms(10))
+        .max_delay(ms(50))
+        .jitter(0.0)
+        .resume(false)
 }
 
 fn builder(base_url: &str) -> ClientBuilder {
@@ -391,11 +389,11 @@ fn cancel_returns_within_100_ms_from_a_backoff_sleep() {
     within_promise("backoff sleep", || {
         let server = mock(Script::new().text(TEXT).fault(spec("status=502,times=1")));
         let client = builder(&server.base_url())
-            .retry_policy(RetryPolicy {
-                initial_delay: Duration::from_secs(30),
-                max_delay: Duration::from_secs(30),
-                ..fast_policy()
-            })
+            .retry_policy(
+                fast_policy()
+                    .initial_delay(Duration::from_secs(30))
+                    .max_delay(Duration::from_secs(30)),
+            )
             .build()
             .expect("client");
         let (tx, rx) = mpsc::sync_channel(1);
@@ -653,10 +651,7 @@ fn a_slow_consumer_is_not_an_idle_server() {
     let idle = ms(150);
     let client = builder(&server.base_url())
         .idle_timeout(idle)
-        .retry_policy(RetryPolicy {
-            max_retries: 0,
-            ..fast_policy()
-        })
+        .retry_policy(fast_policy().max_retries(0))
         .build()
         .expect("client");
     let mut slept = false;
@@ -892,12 +887,12 @@ fn a_name_that_does_not_resolve_is_dns_and_retried_only_when_asked() {
     assert!(err.retries().is_empty(), "retried: {:?}", err.retries());
 
     let retrying = builder(url)
-        .retry_policy(RetryPolicy {
-            retry_dns: true,
-            max_retries: 2,
-            initial_delay: ms(1),
-            ..fast_policy()
-        })
+        .retry_policy(
+            fast_policy()
+                .retry_dns(true)
+                .max_retries(2)
+                .initial_delay(ms(1)),
+        )
         .build()
         .expect("client");
     let err = retrying.chat(&request()).expect_err("still no such host");

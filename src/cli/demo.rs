@@ -292,14 +292,12 @@ fn mid_stream(script: &Script, request: &Value, events: usize) -> usize {
 }
 
 fn policy() -> RetryPolicy {
-    RetryPolicy {
-        max_retries: 5,
-        initial_delay: Duration::from_millis(50),
-        factor: 2.0,
-        max_delay: Duration::from_secs(1),
-        max_elapsed: Some(Duration::from_secs(10)),
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .max_retries(5)
+        .initial_delay(Duration::from_millis(50))
+        .factor(2.0)
+        .max_delay(Duration::from_secs(1))
+        .max_elapsed(Some(Duration::from_secs(10)))
 }
 
 /// One scenario's row of the table.

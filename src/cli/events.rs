@@ -109,10 +109,7 @@ pub fn run(mut args: Args) -> Result<(), Failure> {
         builder = builder.last_event_id(id);
     }
     if let Some(n) = max_retries {
-        builder = builder.retry_policy(RetryPolicy {
-            max_retries: n,
-            ..RetryPolicy::default()
-        });
+        builder = builder.retry_policy(RetryPolicy::default().max_retries(n));
     }
     if let Some(idle) = idle {
         builder = builder.idle_timeout(idle);

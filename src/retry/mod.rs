@@ -124,7 +124,22 @@ pub fn decide(
 /// uniform in `[0, 1)`: exponential growth, spread ±`jitter` so that many clients cut off by
 /// the same outage do not come back in lockstep. A server's `retry-after-ms` or `Retry-After`
 /// replaces the computed wait when it is at most `max_retry_after`.
+///
+/// Build one from [`RetryPolicy::default()`] with a setter per field (a new field in a later
+/// version is then not a breaking change); the fields stay public to read:
+///
+/// ```
+/// use oai_sse::retry::RetryPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RetryPolicy::default()
+///     .max_retries(5)
+///     .max_elapsed(Some(Duration::from_secs(300)))
+///     .retry_after_output(false); // paid API: never bill a restarted answer twice
+/// assert_eq!((policy.max_retries, policy.initial_delay), (5, Duration::from_millis(250)));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (default 3, so at most 4 attempts); 0 turns retrying
     /// off entirely, waits for a server that is down included.
@@ -193,6 +208,104 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// Sets [`max_retries`](Self::max_retries).
+    #[must_use]
+    pub fn max_retries(mut self, max_retries: u32) -> Self {
+        self.max_retries = max_retries;
+        self
+    }
+
+    /// Sets [`initial_delay`](Self::initial_delay).
+    #[must_use]
+    pub fn initial_delay(mut self, initial_delay: Duration) -> Self {
+        self.initial_delay = initial_delay;
+        self
+    }
+
+    /// Sets [`factor`](Self::factor).
+    #[must_use]
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets [`max_delay`](Self::max_delay).
+    #[must_use]
+    pub fn max_delay(mut self, max_delay: Duration) -> Self {
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Sets [`jitter`](Self::jitter).
+    #[must_use]
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Sets [`max_elapsed`](Self::max_elapsed).
+    #[must_use]
+    pub fn max_elapsed(mut self, max_elapsed: Option<Duration>) -> Self {
+        self.max_elapsed = max_elapsed;
+        self
+    }
+
+    /// Sets [`max_retry_after`](Self::max_retry_after).
+    #[must_use]
+    pub fn max_retry_after(mut self, max_retry_after: Duration) -> Self {
+        self.max_retry_after = max_retry_after;
+        self
+    }
+
+    /// Sets [`retry_statuses`](Self::retry_statuses).
+    #[must_use]
+    pub fn retry_statuses(mut self, retry_statuses: Vec<u16>) -> Self {
+        self.retry_statuses = retry_statuses;
+        self
+    }
+
+    /// Sets [`retry_dns`](Self::retry_dns).
+    #[must_use]
+    pub fn retry_dns(mut self, retry_dns: bool) -> Self {
+        self.retry_dns = retry_dns;
+        self
+    }
+
+    /// Sets [`retry_after_output`](Self::retry_after_output).
+    #[must_use]
+    pub fn retry_after_output(mut self, retry_after_output: bool) -> Self {
+        self.retry_after_output = retry_after_output;
+        self
+    }
+
+    /// Sets [`max_wait_for_server`](Self::max_wait_for_server).
+    #[must_use]
+    pub fn max_wait_for_server(mut self, max_wait_for_server: Option<Duration>) -> Self {
+        self.max_wait_for_server = max_wait_for_server;
+        self
+    }
+
+    /// Sets [`wait_for_unseen_server`](Self::wait_for_unseen_server).
+    #[must_use]
+    pub fn wait_for_unseen_server(mut self, wait_for_unseen_server: bool) -> Self {
+        self.wait_for_unseen_server = wait_for_unseen_server;
+        self
+    }
+
+    /// Sets [`resume`](Self::resume).
+    #[must_use]
+    pub fn resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Sets [`continuation`](Self::continuation).
+    #[must_use]
+    pub fn continuation(mut self, continuation: bool) -> Self {
+        self.continuation = continuation;
+        self
+    }
+
     /// A policy that never retries.
     pub fn never() -> Self {
         Self {
