@@ -14,6 +14,9 @@
 //! tests/llama/build-gateway.sh).
 
 #[path = "../../llama/mod.rs"]
+// The harness keeps to the root package's rust-version 1.85, which has no `if let` chains
+// (what this lint suggests here, where no rust-version is set).
+#[allow(clippy::collapsible_if)]
 mod llama;
 
 use llama::gateway::{self, Gateway};
@@ -37,7 +40,7 @@ const CHAT: &str = "/v1/chat/completions";
 /// The target for a server that can replay or continue.
 const MAX_EXTRA_TOKENS: f64 = 0.02;
 const MAX_WALL_RATIO: f64 = 1.15;
-const DEFAULT_RUNS: usize = 3;
+const DEFAULT_RUNS: usize = 5;
 
 /// The request every row sends: greedy, seeded, the server's prompt cache left on (its
 /// default, which a continuation uses: the delivered part is read as cached prompt).
@@ -170,6 +173,8 @@ struct Run {
     wall: Duration,
     /// Tokens the server generated for it (all attempts).
     tokens: u64,
+    /// Prompt tokens the server evaluated for it (cached ones excluded).
+    prompt: u64,
     answer: String,
     /// Everything the caller was handed, in order (a taken-back part included).
     shown: String,
@@ -249,9 +254,10 @@ pub fn section(args: &[String]) -> String {
             let run = bench.run(row);
             match &run {
                 Ok(r) => eprintln!(
-                    "recovery:   {:.2} s, {} tokens, {} (waited {} ms)",
+                    "recovery:   {:.2} s, {} tokens ({} prompt), {} (waited {} ms)",
                     r.wall.as_secs_f64(),
                     r.tokens,
+                    r.prompt,
                     r.action,
                     r.waited.as_millis()
                 ),
@@ -406,6 +412,7 @@ impl Bench {
         Ok(Run {
             wall,
             tokens: after.tokens_predicted() - before.tokens_predicted(),
+            prompt: after.prompt_tokens() - before.prompt_tokens(),
             answer: response.content().to_owned(),
             shown,
             action: if actions.is_empty() {
@@ -455,6 +462,7 @@ impl Bench {
         Ok(Run {
             wall: Duration::from_secs_f64(line["wall_s"].as_f64().unwrap_or(0.0)),
             tokens: after.tokens_predicted() - before.tokens_predicted(),
+            prompt: after.prompt_tokens() - before.prompt_tokens(),
             answer: string("answer"),
             shown: string("shown"),
             action: if errors.is_empty() {
@@ -477,7 +485,9 @@ impl Bench {
              with a FIN after {:.0} % of its event-stream bytes (body byte {} of {} directly, \
              {} of {} between client and LiteLLM, {} of {} between LiteLLM and llama-server, \
              {} of {} for the Python SDK). Generated tokens: the growth of llama-server's \
-             `tokens_predicted_total` over the call (every attempt, the cut one included). \
+             `tokens_predicted_total` over the call (every attempt, the cut one included); \
+             prompt tokens: of `prompt_tokens_total` (evaluated, not read from the prompt \
+             cache). \
              Wall time: from the request to the whole answer, median of {runs} runs taken \
              round-robin; × uncut and extra tokens are against the uncut row of the same \
              route. \"Shown = uncut\": what the caller was handed, in order, is the uncut \
@@ -506,8 +516,9 @@ impl Bench {
         );
         let _ = writeln!(
             out,
-            "| row | recovery | generated tokens | extra tokens | wall time | × uncut | \
-             answer = uncut | shown = uncut | target |\n|---|---|---:|---:|---:|---:|---|---|---|"
+            "| row | recovery | generated tokens | extra tokens | prompt tokens | wall time | \
+             × uncut | answer = uncut | shown = uncut | target |\n\
+             |---|---|---:|---:|---:|---:|---:|---|---|---|"
         );
         // The one true answer: the direct uncut run's.
         let truth = results[0]
@@ -521,7 +532,7 @@ impl Bench {
                 let why = failed.first().map_or("not run", |e| e.as_str());
                 let _ = writeln!(
                     out,
-                    "| {} | failed: {} | | | | | | | |",
+                    "| {} | failed: {} | | | | | | | | |",
                     row.label,
                     why.lines().next().unwrap_or_default().replace('|', "\\|")
                 );
@@ -532,6 +543,9 @@ impl Bench {
                 .position(|r| r.route == row.route && r.cut == CutSide::None)
                 .and_then(|i| median_of(&results[i]));
             let (wall, tokens) = median(&ok);
+            let mut prompts: Vec<u64> = ok.iter().map(|r| r.prompt).collect();
+            prompts.sort_unstable();
+            let prompt = prompts[(prompts.len() - 1) / 2];
             let (ratio, extra) = match reference {
                 Some((ref_wall, ref_tokens)) => (
                     wall.as_secs_f64() / ref_wall.as_secs_f64(),
@@ -592,7 +606,7 @@ impl Bench {
             };
             let _ = writeln!(
                 out,
-                "| {} | {recovery}{failures} | {tokens} | {:+.1} % | {:.2} s | {ratio:.2}× | {answer_ok} | {shown_ok} | {target} |",
+                "| {} | {recovery}{failures} | {tokens} | {:+.1} % | {prompt} | {:.2} s | {ratio:.2}× | {answer_ok} | {shown_ok} | {target} |",
                 row.label,
                 extra * 100.0,
                 wall.as_secs_f64(),
