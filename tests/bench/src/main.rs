@@ -5,6 +5,11 @@
 //! `cargo run --release --manifest-path tests/bench/Cargo.toml [parse] [e2e] [calls] [size] [hostile]`
 //! (all sections when none is named). Progress goes to stderr, the Markdown report to stdout.
 //!
+//! `recovery` (run only when named: it needs the real llama-server of
+//! tests/llama/build-server.sh, and LiteLLM of tests/llama/build-gateway.sh for two rows)
+//! breaks one 256-token answer per row and compares the tokens generated and the wall time
+//! of each way of recovering with the uncut run (`--runs=N`, default 3).
+//!
 //! `profile` (never run by default) runs each selected contender once per workload and feed,
 //! untimed, for an instruction profiler: `valgrind --tool=callgrind
 //! --toggle-collect='oai_sse_bench::contenders::*' tests/bench/target/release/oai-sse-bench
@@ -17,6 +22,7 @@ mod contenders;
 mod e2e;
 mod harness;
 mod hostile;
+mod recovery;
 mod size;
 mod workloads;
 
@@ -81,6 +87,10 @@ fn main() {
     }
     if wants("hostile") {
         println!("{}", hostile::section(filter("--case=").as_deref()));
+    }
+    // Minutes on the real llama-server: only when asked for.
+    if sections.iter().any(|a| *a == "recovery") {
+        println!("{}", recovery::section(&args));
     }
     eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
 }
