@@ -6,7 +6,7 @@
 //! recoveries happening inside it.
 
 use super::protocol::{Accept, BodyKind, Outgoing, Progress, Protocol, Recovered, Report};
-use super::{Call, Setup, Shared, Step};
+use super::{Call, Setup, Shared};
 use crate::cancel::CancelHandle;
 use crate::chat::{
     Accumulator, Against, ChatRequest, ChatResponse, Completion, Message, OwnedStreamEvent,
@@ -139,6 +139,10 @@ impl ChatProtocol {
             }
         }
     }
+}
+
+impl super::PullEvents for ChatProtocol {
+    type Event<'a> = StreamEvent<'a>;
 
     /// The next event for the caller: a notice first, then the accumulator's.
     fn next_event(&mut self) -> Option<StreamEvent<'_>> {
@@ -164,6 +168,10 @@ impl ChatProtocol {
 
     fn has_event(&mut self) -> bool {
         self.notice.is_some() || self.acc.has_visible()
+    }
+
+    fn is_output(event: &StreamEvent<'_>) -> bool {
+        event.is_output()
     }
 }
 
@@ -450,25 +458,7 @@ impl ChatStream {
     /// The call's failure once retries (or resumes) cannot help; every later call returns
     /// the same error, and so does [`finish`](Self::finish).
     pub fn next_event(&mut self) -> Result<Option<StreamEvent<'_>>, Error> {
-        loop {
-            if self.call.proto.has_event() {
-                break;
-            }
-            match self.call.step()? {
-                Step::Continue | Step::Ready => {}
-                Step::End => {
-                    if !self.call.proto.has_event() {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-        let Call { proto, clock, .. } = &mut self.call;
-        let event = proto.next_event();
-        if event.as_ref().is_some_and(StreamEvent::is_output) {
-            super::note_output(clock);
-        }
-        Ok(event)
+        super::pull(&mut self.call)
     }
 
     /// Reads the call to its end (events not taken yet are dropped) and returns the
@@ -517,12 +507,6 @@ impl Iterator for ChatStream {
     /// The next event, owned; an error is yielded once, then the iteration ends.
     /// [`finish`](ChatStream::finish) afterwards returns the response (or the error).
     fn next(&mut self) -> Option<Self::Item> {
-        if self.call.has_failed() {
-            return None;
-        }
-        match self.next_event() {
-            Ok(event) => event.map(|e| Ok(e.to_owned_event())),
-            Err(err) => Some(Err(err)),
-        }
+        super::pull_owned(&mut self.call, |e| e.to_owned_event())
     }
 }

@@ -1095,6 +1095,54 @@ fn note_output(clock: &mut Option<Clock>) {
     }
 }
 
+/// A protocol whose caller pulls its events one at a time (chat, the Responses API).
+pub(crate) trait PullEvents: Protocol {
+    /// The borrowed event handed out.
+    type Event<'a>
+    where
+        Self: 'a;
+
+    /// Whether an event waits to be handed out.
+    fn has_event(&mut self) -> bool;
+
+    /// The next event waiting: a recovery notice first, then the accumulator's.
+    fn next_event(&mut self) -> Option<Self::Event<'_>>;
+
+    /// Whether `event` is output (text, reasoning, arguments): it times the first token.
+    fn is_output(event: &Self::Event<'_>) -> bool;
+}
+
+/// The next event of a pull stream: steps the call until its protocol has one waiting, or
+/// `None` once the call ended without one.
+pub(crate) fn pull<P: PullEvents>(call: &mut Call<P>) -> Result<Option<P::Event<'_>>, Error> {
+    while !call.proto.has_event() {
+        if matches!(call.step()?, Step::End) && !call.proto.has_event() {
+            return Ok(None);
+        }
+    }
+    let Call { proto, clock, .. } = call;
+    let event = proto.next_event();
+    if event.as_ref().is_some_and(|e| P::is_output(e)) {
+        note_output(clock);
+    }
+    Ok(event)
+}
+
+/// The next event of a pull stream, owned by `to_owned`: an error is yielded once, then
+/// `None` (what a stream's `Iterator` hands out).
+pub(crate) fn pull_owned<P: PullEvents, T>(
+    call: &mut Call<P>,
+    to_owned: impl FnOnce(P::Event<'_>) -> T,
+) -> Option<Result<T, Error>> {
+    if call.has_failed() {
+        return None;
+    }
+    match pull(call) {
+        Ok(event) => event.map(|e| Ok(to_owned(e))),
+        Err(err) => Some(Err(err)),
+    }
+}
+
 /// The history records of a call so far.
 pub(crate) fn history<P: Protocol>(call: &Call<P>) -> &[RetryRecord] {
     call.attempts.history()

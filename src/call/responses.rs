@@ -9,7 +9,7 @@
 //! [`ResponsesStream`] is the caller's handle.
 
 use super::protocol::{Accept, BodyKind, Outgoing, Progress, Protocol, Recovered, Report};
-use super::{Call, Setup, Shared, Step};
+use super::{Call, Setup, Shared};
 use crate::cancel::CancelHandle;
 use crate::chat::Completion;
 use crate::error::Error;
@@ -68,6 +68,10 @@ impl ResponsesProtocol {
             notice: None,
         })
     }
+}
+
+impl super::PullEvents for ResponsesProtocol {
+    type Event<'a> = ResponseEvent<'a>;
 
     /// The next event for the caller: a notice first, then the accumulator's.
     fn next_event(&mut self) -> Option<ResponseEvent<'_>> {
@@ -85,8 +89,12 @@ impl ResponsesProtocol {
         event
     }
 
-    fn has_event(&self) -> bool {
+    fn has_event(&mut self) -> bool {
         self.notice.is_some() || self.acc.has_events()
+    }
+
+    fn is_output(event: &ResponseEvent<'_>) -> bool {
+        event.is_output()
     }
 }
 
@@ -298,25 +306,7 @@ impl ResponsesStream {
     /// The call's failure once retries (or resumes) cannot help; every later call returns
     /// the same error, and so does [`finish`](Self::finish).
     pub fn next_event(&mut self) -> Result<Option<ResponseEvent<'_>>, Error> {
-        loop {
-            if self.call.proto.has_event() {
-                break;
-            }
-            match self.call.step()? {
-                Step::Continue | Step::Ready => {}
-                Step::End => {
-                    if !self.call.proto.has_event() {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-        let Call { proto, clock, .. } = &mut self.call;
-        let event = proto.next_event();
-        if event.as_ref().is_some_and(ResponseEvent::is_output) {
-            super::note_output(clock);
-        }
-        Ok(event)
+        super::pull(&mut self.call)
     }
 
     /// Reads the call to its end (events not taken yet are dropped) and returns the
@@ -363,12 +353,6 @@ impl Iterator for ResponsesStream {
 
     /// The next event, owned; an error is yielded once, then the iteration ends.
     fn next(&mut self) -> Option<Self::Item> {
-        if self.call.has_failed() {
-            return None;
-        }
-        match self.next_event() {
-            Ok(event) => event.map(|e| Ok(e.to_owned_event())),
-            Err(err) => Some(Err(err)),
-        }
+        super::pull_owned(&mut self.call, |e| e.to_owned_event())
     }
 }
